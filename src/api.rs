@@ -1,0 +1,428 @@
+//! The submission API: HTTP/1.1 with JSON over the unix socket.
+//!
+//! This module routes requests, reads bodies within their limits, and turns
+//! every failure into the contract's error shape. It changes deliveries
+//! only through [`Store::commit`] under a [claim](crate::claims), and tells
+//! the [wheel](crate::wheel) about new due times; it never talks to
+//! receivers.
+//!
+//! A submission is answered `201` only after its commit returned, which
+//! means the record and its due-index entry are flushed to disk.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::claims::Claims;
+use crate::clock;
+use crate::config::Settings;
+use crate::dispatch::Dispatcher;
+use crate::guard::Guard;
+use crate::id::DeliveryId;
+use crate::record::{Delivery, State};
+use crate::store::{Change, DueKey, Store, StoreError};
+use crate::submission::{self, Rules};
+use crate::view::{Accepted, ApiError, DeliveryView, Health, Page};
+use crate::wheel::WheelHandle;
+
+/// A client must send its request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client must send its whole body within this time.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Room for the fields around the payload in a single submission, bytes.
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// How long open API connections get to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1000;
+
+/// What request handlers share.
+pub struct Api {
+    pub store: Store,
+    pub claims: Arc<Claims>,
+    pub wheel: WheelHandle,
+    pub dispatcher: Arc<Dispatcher>,
+    pub settings: Arc<Settings>,
+    pub guard: Arc<Guard>,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+/// Serves connections until `shutdown`, then lets open ones finish their
+/// current request (up to [`DRAIN_TIMEOUT`]).
+pub async fn serve(listener: UnixListener, api: Arc<Api>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    warn!(%error, "cannot accept an API connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+
+        let api = api.clone();
+        let service = service_fn(move |request| {
+            let api = api.clone();
+            async move { Ok::<_, Infallible>(api.handle(request).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%error, "API connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        warn!("API connections still open after the drain timeout; closing them");
+    }
+    info!("API stopped");
+}
+
+impl Api {
+    async fn handle(&self, request: Request<Incoming>) -> Reply {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+
+        let result = match (&method, segments.as_slice()) {
+            (&Method::POST, ["v1", "deliveries"]) => self.submit_one(request).await,
+            (&Method::POST, ["v1", "deliveries", "batch"]) => self.submit_batch(request).await,
+            (&Method::GET, ["v1", "deliveries"]) => self.list(&query),
+            (&Method::GET, ["v1", "deliveries", id]) => self.get(id),
+            (&Method::DELETE, ["v1", "deliveries", id]) => self.cancel(id).await,
+            (&Method::POST, ["v1", "deliveries", id, "retry"]) => self.retry(id).await,
+            (&Method::GET, ["v1", "health"]) => self.health(),
+            (_, ["v1", "deliveries"] | ["v1", "deliveries", _] | ["v1", "health"])
+            | (_, ["v1", "deliveries", _, "retry"]) => Err(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            )),
+            _ => Err(ApiError::new(404, "not_found", format!("no such endpoint: {path}"))),
+        };
+
+        result.unwrap_or_else(|error| {
+            debug!(%method, %path, code = error.code, status = error.status, "request refused");
+            json(error.status, &error.body())
+        })
+    }
+
+    async fn submit_one(&self, request: Request<Incoming>) -> Result<Reply, ApiError> {
+        let limit = self.settings.limits.max_payload_bytes + ENVELOPE_BYTES;
+        let body = read_body(request, limit).await?;
+        let delivery = submission::parse_one(&body, &self.rules(), clock::now_ms())?;
+
+        self.store.commit(vec![Change::Put(Box::new(delivery.clone()))]).await.map_err(storage)?;
+        self.schedule(&delivery);
+        Ok(json(201, &Accepted::of(&delivery)))
+    }
+
+    async fn submit_batch(&self, request: Request<Incoming>) -> Result<Reply, ApiError> {
+        let body = read_body(request, self.settings.limits.max_batch_bytes).await?;
+        let parsed = submission::parse_batch(&body, &self.rules(), clock::now_ms())?;
+
+        let accepted: Vec<Delivery> =
+            parsed.iter().filter_map(|result| result.as_ref().ok()).cloned().collect();
+        let changes = accepted.iter().map(|delivery| Change::Put(Box::new(delivery.clone())));
+        self.store.commit(changes.collect()).await.map_err(storage)?;
+        accepted.iter().for_each(|delivery| self.schedule(delivery));
+
+        let results: Vec<serde_json::Value> = parsed
+            .iter()
+            .map(|result| match result {
+                Ok(delivery) => serde_json::to_value(Accepted::of(delivery)),
+                Err(error) => serde_json::to_value(error.body()),
+            })
+            .map(|value| value.unwrap_or(serde_json::Value::Null))
+            .collect();
+        Ok(json(200, &serde_json::json!({ "results": results })))
+    }
+
+    fn get(&self, id: &str) -> Result<Reply, ApiError> {
+        let id = parse_id(id)?;
+        let delivery = self.load(id)?;
+        Ok(json(200, &DeliveryView::of(&delivery, self.claims.is_claimed(id), true)))
+    }
+
+    fn list(&self, query: &str) -> Result<Reply, ApiError> {
+        let mut state = None;
+        let mut limit = DEFAULT_PAGE;
+        let mut cursor = None;
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "state" => state = Some(parse_state_filter(&value)?),
+                "limit" => limit = parse_limit(&value)?,
+                "cursor" => {
+                    cursor = Some(parse_id(&value).map_err(|_| {
+                        ApiError::new(
+                            400,
+                            "invalid_cursor",
+                            "cursor must be a next_cursor from an earlier page",
+                        )
+                    })?)
+                }
+                other => {
+                    return Err(ApiError::new(
+                        400,
+                        "invalid_query",
+                        format!("unknown query parameter {other:?}; use state, limit or cursor"),
+                    ));
+                }
+            }
+        }
+
+        let claims = &self.claims;
+        let (found, more) = self
+            .store
+            .list(cursor, limit, |delivery| match state {
+                None => true,
+                Some(StateFilter::Delivering) => {
+                    delivery.state == State::Pending && claims.is_claimed(delivery.id)
+                }
+                Some(StateFilter::Stored(wanted)) => delivery.state == wanted,
+            })
+            .map_err(storage)?;
+
+        let next_cursor =
+            if more { found.last().map(|delivery| delivery.id.to_string()) } else { None };
+        let deliveries = found
+            .iter()
+            .map(|delivery| DeliveryView::of(delivery, claims.is_claimed(delivery.id), false))
+            .collect();
+        Ok(json(200, &Page { deliveries, next_cursor }))
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Reply, ApiError> {
+        let id = parse_id(id)?;
+        let _claim = self.claims.try_claim(id).ok_or_else(|| in_flight(id))?;
+        let mut delivery = self.load(id)?;
+        if delivery.state != State::Pending {
+            return Err(ApiError::new(
+                409,
+                "invalid_state",
+                format!(
+                    "delivery {id} is {} and can no longer be cancelled",
+                    delivery.state.as_str()
+                ),
+            ));
+        }
+
+        delivery.state = State::Cancelled;
+        delivery.next_attempt_at = None;
+        delivery.updated_at = clock::now_ms();
+        self.store.commit(vec![Change::Put(Box::new(delivery.clone()))]).await.map_err(storage)?;
+        self.wheel.unschedule(id);
+        info!(delivery_id = %id, "delivery cancelled");
+        Ok(json(200, &DeliveryView::of(&delivery, false, false)))
+    }
+
+    async fn retry(&self, id: &str) -> Result<Reply, ApiError> {
+        let id = parse_id(id)?;
+        let _claim = self.claims.try_claim(id).ok_or_else(|| in_flight(id))?;
+        let mut delivery = self.load(id)?;
+        if !matches!(delivery.state, State::Dead | State::Delivered) {
+            return Err(ApiError::new(
+                409,
+                "invalid_state",
+                format!(
+                    "delivery {id} is {}; only dead or delivered deliveries can be retried",
+                    delivery.state.as_str()
+                ),
+            ));
+        }
+
+        let now = clock::now_ms();
+        delivery.state = State::Pending;
+        delivery.next_attempt_at = Some(now);
+        delivery.round_start = delivery.attempts.len() as u32;
+        delivery.dead_reason = None;
+        delivery.updated_at = now;
+        self.store.commit(vec![Change::Put(Box::new(delivery.clone()))]).await.map_err(storage)?;
+        self.schedule(&delivery);
+        info!(delivery_id = %id, "delivery requeued by hand");
+        Ok(json(200, &DeliveryView::of(&delivery, false, false)))
+    }
+
+    fn health(&self) -> Result<Reply, ApiError> {
+        let counts = self.store.counts();
+        let next_due_at = self.store.first_due().map_err(storage)?.map(|key| key.due);
+        Ok(json(
+            200,
+            &Health {
+                status: "ok",
+                version: crate::VERSION,
+                pending: counts.pending,
+                in_flight: self.dispatcher.in_flight(),
+                dead: counts.dead,
+                delivered: counts.delivered,
+                cancelled: counts.cancelled,
+                superseded: counts.superseded,
+                next_due_at,
+            },
+        ))
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        Rules { settings: &self.settings, guard: &self.guard }
+    }
+
+    fn schedule(&self, delivery: &Delivery) {
+        if let Some(due) = delivery.next_attempt_at {
+            self.wheel.schedule(DueKey { due, id: delivery.id });
+        }
+    }
+
+    fn load(&self, id: DeliveryId) -> Result<Delivery, ApiError> {
+        self.store
+            .get(id)
+            .map_err(storage)?
+            .ok_or_else(|| ApiError::new(404, "not_found", format!("no delivery with id {id}")))
+    }
+}
+
+enum StateFilter {
+    Stored(State),
+    Delivering,
+}
+
+fn parse_state_filter(text: &str) -> Result<StateFilter, ApiError> {
+    if text == "delivering" {
+        return Ok(StateFilter::Delivering);
+    }
+    State::parse(text).map(StateFilter::Stored).ok_or_else(|| {
+        ApiError::new(
+            400,
+            "invalid_state_filter",
+            format!(
+                "state {text:?} is unknown; use pending, delivering, delivered, dead, cancelled or superseded"
+            ),
+        )
+    })
+}
+
+fn parse_limit(text: &str) -> Result<usize, ApiError> {
+    match text.parse::<usize>() {
+        Ok(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+        _ => Err(ApiError::new(
+            400,
+            "invalid_limit",
+            format!("limit must be a whole number from 1 to {MAX_PAGE}, got {text:?}"),
+        )),
+    }
+}
+
+fn parse_id(text: &str) -> Result<DeliveryId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            404,
+            "not_found",
+            format!("{text:?} is not a delivery id, so no delivery has it"),
+        )
+    })
+}
+
+fn in_flight(id: DeliveryId) -> ApiError {
+    ApiError::new(
+        409,
+        "in_flight",
+        format!("delivery {id} has an attempt running right now; try again in a moment"),
+    )
+}
+
+fn storage(error: StoreError) -> ApiError {
+    warn!(%error, "store error while serving the API");
+    if is_storage_full(&error) {
+        return ApiError::new(
+            507,
+            "storage_full",
+            "the data dir's disk is full; nothing was stored. Free space and submit again",
+        );
+    }
+    ApiError::new(503, "storage_error", format!("the store failed, nothing was changed: {error}"))
+}
+
+fn is_storage_full(error: &StoreError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = current {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull
+                || io.raw_os_error() == Some(libc::ENOSPC))
+        {
+            return true;
+        }
+        current = cause.source();
+    }
+    false
+}
+
+/// Reads a request body of at most `limit` bytes; larger ones are refused
+/// with 413 as soon as that is known, without being read whole.
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+
+    let collect = Limited::new(request.into_body(), limit).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
+        Err(_) => {
+            Err(ApiError::new(408, "request_timeout", "the request body did not arrive in time"))
+        }
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(error)) => {
+            Err(ApiError::new(400, "bad_request", format!("cannot read the request body: {error}")))
+        }
+    }
+}
+
+fn json(status: u16, body: &impl Serialize) -> Reply {
+    let mut bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    bytes.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,112 @@
+//! `hookd serve`: wiring the store, the wheel, the dispatcher and the API.
+//!
+//! Start-up order matters for durability and for honest readiness: the
+//! store is opened (and locked) first, the wheel's first refill is
+//! scheduled from the due index, and only then does the socket accept.
+//! Shutdown runs the other way: stop accepting, stop handing out, let
+//! attempts in flight finish within the grace period (their outcomes are
+//! committed), flush, remove the socket file.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::api::{self, Api};
+use crate::attempt::Sender;
+use crate::claims::Claims;
+use crate::config::Settings;
+use crate::dispatch::Dispatcher;
+use crate::guard::Guard;
+use crate::signing::Secret;
+use crate::store::Store;
+use crate::wheel::Wheel;
+use crate::{shutdown, socket};
+
+/// Runs the daemon until SIGTERM or SIGINT; `Ok` means a clean stop.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let store = Store::open(&settings.data_dir, settings.cache_capacity_bytes)?;
+
+    let stop = CancellationToken::new();
+    shutdown::on_signal(stop.clone()).context("cannot install signal handlers")?;
+
+    let guard = Arc::new(Guard::new(
+        settings.delivery.allow_private_networks,
+        settings.delivery.allowed_networks.clone(),
+    ));
+    let secrets = settings
+        .delivery
+        .signing_secrets
+        .iter()
+        .map(|text| Secret::parse(text).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let claims = Claims::new();
+    let (wheel, wheel_handle, due) = Wheel::new(store.clone());
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        Sender::new(guard.clone(), secrets),
+        claims.clone(),
+        wheel_handle.clone(),
+        settings.delivery.max_in_flight,
+        settings.delivery.max_in_flight_per_host,
+        settings.delivery.retry_after_cap,
+    );
+
+    let attempts = TaskTracker::new();
+    let wheel_task = tokio::spawn(wheel.run(stop.clone()));
+    let dispatch_task = tokio::spawn(dispatcher.clone().run(due, stop.clone(), attempts.clone()));
+
+    let listener = socket::bind(&settings.socket, settings.socket_mode).await?;
+    let counts = store.counts();
+    info!(
+        version = crate::VERSION,
+        data_dir = %settings.data_dir.display(),
+        socket = %settings.socket.display(),
+        config = %settings.source,
+        pending = counts.pending,
+        dead = counts.dead,
+        "hookd is ready"
+    );
+
+    let api = Arc::new(Api {
+        store: store.clone(),
+        claims,
+        wheel: wheel_handle,
+        dispatcher: dispatcher.clone(),
+        settings: settings.clone(),
+        guard,
+    });
+    api::serve(listener, api, stop.clone()).await;
+
+    let _ = wheel_task.await;
+    let _ = dispatch_task.await;
+    attempts.close();
+    let in_flight = dispatcher.in_flight();
+    if in_flight > 0 {
+        info!(
+            in_flight,
+            grace_s = settings.shutdown_grace.as_secs_f64(),
+            "waiting for attempts in flight"
+        );
+    }
+    if tokio::time::timeout(settings.shutdown_grace, attempts.wait()).await.is_err() {
+        warn!(
+            in_flight = dispatcher.in_flight(),
+            "attempts still running after the grace period; they will be made again after restart"
+        );
+    }
+
+    store.flush().await.context("final flush failed")?;
+    socket::remove(&settings.socket);
+    let counts = store.counts();
+    info!(
+        pending = counts.pending,
+        delivered = counts.delivered,
+        dead = counts.dead,
+        "hookd stopped"
+    );
+    Ok(())
+}
