@@ -99,6 +99,8 @@ pub struct Wheel {
     scan_from: DueKey,
     /// Set when the last refill stopped because the window was full.
     backlogged: bool,
+    /// The most deliveries held at once; [`CAPACITY`] outside tests.
+    capacity: usize,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Due deliveries go here; the dispatcher holds the receiver.
     due: mpsc::UnboundedSender<DueKey>,
@@ -107,6 +109,14 @@ pub struct Wheel {
 impl Wheel {
     /// A wheel over `store`, its handle, and the stream of due deliveries.
     pub fn new(store: Store) -> (Wheel, WheelHandle, mpsc::UnboundedReceiver<DueKey>) {
+        Wheel::with_capacity(store, CAPACITY)
+    }
+
+    /// As [`Wheel::new`], holding at most `capacity` deliveries in memory.
+    pub fn with_capacity(
+        store: Store,
+        capacity: usize,
+    ) -> (Wheel, WheelHandle, mpsc::UnboundedReceiver<DueKey>) {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (due, due_rx) = mpsc::unbounded_channel();
         let wheel = Wheel {
@@ -116,6 +126,7 @@ impl Wheel {
             handed_out: HashSet::new(),
             scan_from: DueKey { due: 0, id: DeliveryId::from_bytes([0; 16]) },
             backlogged: false,
+            capacity: capacity.max(1),
             commands,
             due,
         };
@@ -156,7 +167,7 @@ impl Wheel {
                 if let Some(key) = next {
                     self.schedule(key);
                 }
-                if self.backlogged && self.room() >= SCAN_CHUNK.min(CAPACITY / 4) {
+                if self.backlogged && self.room() >= SCAN_CHUNK.min(self.capacity.div_ceil(4)) {
                     self.refill();
                 }
             }
@@ -235,7 +246,7 @@ impl Wheel {
     }
 
     fn room(&self) -> usize {
-        CAPACITY.saturating_sub(self.waiting.len() + self.handed_out.len())
+        self.capacity.saturating_sub(self.waiting.len() + self.handed_out.len())
     }
 }
 
@@ -250,7 +261,13 @@ fn successor(key: DueKey) -> DueKey {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::record::{Delivery, State};
+    use crate::store::Change;
 
     #[test]
     fn successor_is_the_next_key() {
@@ -263,5 +280,101 @@ mod tests {
         let key = DueKey { due: 5, id: DeliveryId::from_bytes([0; 16]) };
         assert_eq!(successor(key), DueKey { due: 5, id: DeliveryId::from_bytes(bytes) });
         assert!(successor(key) > key);
+    }
+
+    fn pending(due: clock::UnixMs) -> Delivery {
+        Delivery {
+            id: DeliveryId::generate(),
+            url: "http://127.0.0.1:9/".into(),
+            headers: Vec::new(),
+            payload: b"{}".to_vec(),
+            key: None,
+            idempotency_key: None,
+            coalesce: false,
+            signing_secret: None,
+            retry_delays_ms: Vec::new(),
+            timeout_ms: 1000,
+            created_at: due,
+            state: State::Pending,
+            next_attempt_at: Some(due),
+            attempts: Vec::new(),
+            round_start: 0,
+            dead_reason: None,
+            updated_at: due,
+        }
+    }
+
+    /// Plays the whole life of a wheel over a real store: `stored` offsets
+    /// (ms from now, negative = overdue) are in the store before the wheel
+    /// starts, `live` ones are submitted while it runs. Each delivery must
+    /// be handed out exactly once and never before its due time, whatever
+    /// the capacity of the window.
+    async fn every_delivery_is_handed_out_once_and_on_time(
+        stored: Vec<i64>,
+        live: Vec<i64>,
+        capacity: usize,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let now = clock::now_ms() as i64;
+
+        let mut expected: HashMap<DeliveryId, clock::UnixMs> = HashMap::new();
+        let records: Vec<Delivery> =
+            stored.iter().map(|offset| pending((now + offset).max(0) as u64)).collect();
+        for record in &records {
+            expected.insert(record.id, record.next_attempt_at.unwrap());
+        }
+        store.commit(records.into_iter().map(|r| Change::Put(Box::new(r))).collect()).await.unwrap();
+
+        let (wheel, handle, mut due) = Wheel::with_capacity(store.clone(), capacity);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(wheel.run(stop.clone()));
+
+        for offset in &live {
+            let record = pending((clock::now_ms() as i64 + offset).max(0) as u64);
+            let key = DueKey { due: record.next_attempt_at.unwrap(), id: record.id };
+            expected.insert(record.id, key.due);
+            store.commit(vec![Change::Put(Box::new(record))]).await.unwrap();
+            handle.schedule(key);
+        }
+
+        let mut seen = HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.len() < expected.len() {
+            let key = tokio::time::timeout_at(deadline, due.recv())
+                .await
+                .expect("every delivery is handed out within 10 s")
+                .unwrap();
+            assert!(clock::now_ms() + 1 >= key.due, "handed out before its due time");
+            assert_eq!(expected.get(&key.id), Some(&key.due));
+            assert!(seen.insert(key.id, key.due).is_none(), "handed out twice");
+
+            // Play the dispatcher: the delivery is done, take it off the index.
+            let mut record = store.get(key.id).unwrap().unwrap();
+            record.state = State::Delivered;
+            record.next_attempt_at = None;
+            store.commit(vec![Change::Put(Box::new(record))]).await.unwrap();
+            handle.finished(key.id, None);
+        }
+
+        // Nothing more comes out once everything was handed out.
+        let extra = tokio::time::timeout(Duration::from_millis(300), due.recv()).await;
+        assert!(extra.is_err(), "a delivery came out twice: {extra:?}");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+        #[test]
+        fn wheel_hands_out_each_delivery_once_on_time(
+            stored in proptest::collection::vec(-2000i64..400, 0..40),
+            live in proptest::collection::vec(-500i64..400, 0..40),
+            capacity in 1usize..12,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(every_delivery_is_handed_out_once_and_on_time(stored, live, capacity));
+        }
     }
 }
