@@ -27,14 +27,14 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::claims::Claims;
+use crate::claims::{Claim, Claims};
 use crate::clock;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::guard::Guard;
 use crate::id::DeliveryId;
 use crate::record::{Delivery, State};
-use crate::store::{Change, DueKey, Store, StoreError};
+use crate::store::{Change, Committed, DueKey, Outcome, Store, StoreError};
 use crate::submission::{self, Rules};
 use crate::view::{Accepted, ApiError, DeliveryView, Health, Page};
 use crate::wheel::WheelHandle;
@@ -142,30 +142,104 @@ impl Api {
         let body = read_body(request, limit).await?;
         let delivery = submission::parse_one(&body, &self.rules(), clock::now_ms())?;
 
-        self.store.commit(vec![Change::Put(Box::new(delivery.clone()))]).await.map_err(storage)?;
-        self.schedule(&delivery);
-        Ok(json(201, &Accepted::of(&delivery)))
+        if let Some(existing) = self.existing(&delivery)? {
+            return Ok(json(200, &Accepted::of(&existing)));
+        }
+        let (change, _claims) = self.insert(delivery)?;
+        let committed = self.store.commit(vec![change]).await.map_err(storage)?;
+        match self.settle(committed)?.into_iter().next() {
+            Some((status, accepted)) => Ok(json(status, &accepted)),
+            None => Err(ApiError::new(500, "internal", "the store did not answer the submission")),
+        }
     }
 
     async fn submit_batch(&self, request: Request<Incoming>) -> Result<Reply, ApiError> {
         let body = read_body(request, self.settings.limits.max_batch_bytes).await?;
         let parsed = submission::parse_batch(&body, &self.rules(), clock::now_ms())?;
 
-        let accepted: Vec<Delivery> =
-            parsed.iter().filter_map(|result| result.as_ref().ok()).cloned().collect();
-        let changes = accepted.iter().map(|delivery| Change::Put(Box::new(delivery.clone())));
-        self.store.commit(changes.collect()).await.map_err(storage)?;
-        accepted.iter().for_each(|delivery| self.schedule(delivery));
+        let mut changes = Vec::new();
+        let mut claims = Vec::new();
+        let mut results: Vec<Option<serde_json::Value>> = Vec::with_capacity(parsed.len());
+        for result in parsed {
+            match result.and_then(|delivery| Ok((self.existing(&delivery)?, delivery))) {
+                Ok((Some(existing), _)) => results.push(Some(to_value(&Accepted::of(&existing)))),
+                Ok((None, delivery)) => {
+                    let (change, held) = self.insert(delivery)?;
+                    changes.push(change);
+                    claims.extend(held);
+                    results.push(None);
+                }
+                Err(error) => results.push(Some(to_value(&error.body()))),
+            }
+        }
 
-        let results: Vec<serde_json::Value> = parsed
-            .iter()
-            .map(|result| match result {
-                Ok(delivery) => serde_json::to_value(Accepted::of(delivery)),
-                Err(error) => serde_json::to_value(error.body()),
+        let committed = self.store.commit(changes).await.map_err(storage)?;
+        drop(claims);
+        let mut stored = self.settle(committed)?.into_iter();
+        let results: Vec<serde_json::Value> = results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    stored
+                        .next()
+                        .map_or(serde_json::Value::Null, |(_, accepted)| to_value(&accepted))
+                })
             })
-            .map(|value| value.unwrap_or(serde_json::Value::Null))
             .collect();
         Ok(json(200, &serde_json::json!({ "results": results })))
+    }
+
+    /// The delivery an idempotency key already points to, if any.
+    fn existing(&self, delivery: &Delivery) -> Result<Option<Delivery>, ApiError> {
+        let Some(key) = &delivery.idempotency_key else { return Ok(None) };
+        match self.store.idempotent(key).map_err(storage)? {
+            Some(id) => Ok(self.store.get(id).map_err(storage)?),
+            None => Ok(None),
+        }
+    }
+
+    /// The insert for a new delivery. With `coalesce`, older deliveries of
+    /// its key that no attempt has touched are superseded; their claims are
+    /// held until the commit is done, so no attempt can start on them
+    /// meanwhile, and one whose claim is taken (in flight) keeps its place.
+    fn insert(&self, delivery: Delivery) -> Result<(Change, Vec<Claim>), ApiError> {
+        let mut supersede = Vec::new();
+        let mut claims = Vec::new();
+        if let (true, Some(key)) = (delivery.coalesce, &delivery.key) {
+            for id in self.store.queue_of(key).map_err(storage)? {
+                let Some(claim) = self.claims.try_claim(id) else { continue };
+                let Some(mut older) = self.store.get(id).map_err(storage)? else { continue };
+                if older.state != State::Pending || !older.attempts.is_empty() {
+                    continue;
+                }
+                older.state = State::Superseded;
+                older.next_attempt_at = None;
+                older.updated_at = delivery.created_at;
+                supersede.push(older);
+                claims.push(claim);
+            }
+        }
+        Ok((Change::Insert { delivery: Box::new(delivery), supersede }, claims))
+    }
+
+    /// After inserts were committed: tells the wheel about every new due
+    /// time and answers each insert with its status (`201` for a new
+    /// delivery, `200` for one found by its idempotency key).
+    fn settle(&self, committed: Committed) -> Result<Vec<(u16, Accepted)>, ApiError> {
+        committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
+
+        let mut answers = Vec::with_capacity(committed.outcomes.len());
+        for outcome in committed.outcomes {
+            match outcome {
+                Outcome::Stored(delivery) => {
+                    self.schedule(&delivery);
+                    answers.push((201, Accepted::of(&delivery)));
+                }
+                Outcome::Existing(id) => answers.push((200, Accepted::of(&self.load(id)?))),
+                Outcome::Deleted => {}
+            }
+        }
+        Ok(answers)
     }
 
     fn get(&self, id: &str) -> Result<Reply, ApiError> {
@@ -240,8 +314,13 @@ impl Api {
         delivery.state = State::Cancelled;
         delivery.next_attempt_at = None;
         delivery.updated_at = clock::now_ms();
-        self.store.commit(vec![Change::Put(Box::new(delivery.clone()))]).await.map_err(storage)?;
+        let committed = self
+            .store
+            .commit(vec![Change::Put(Box::new(delivery.clone()))])
+            .await
+            .map_err(storage)?;
         self.wheel.unschedule(id);
+        committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
         info!(delivery_id = %id, "delivery cancelled");
         Ok(json(200, &DeliveryView::of(&delivery, false, false)))
     }
@@ -267,10 +346,15 @@ impl Api {
         delivery.round_start = delivery.attempts.len() as u32;
         delivery.dead_reason = None;
         delivery.updated_at = now;
-        self.store.commit(vec![Change::Put(Box::new(delivery.clone()))]).await.map_err(storage)?;
-        self.schedule(&delivery);
+        let committed =
+            self.store.commit(vec![Change::Put(Box::new(delivery))]).await.map_err(storage)?;
+        committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
+        let Some(Outcome::Stored(stored)) = committed.outcomes.into_iter().next() else {
+            return Err(ApiError::new(500, "internal", "the store did not answer the retry"));
+        };
+        self.schedule(&stored);
         info!(delivery_id = %id, "delivery requeued by hand");
-        Ok(json(200, &DeliveryView::of(&delivery, false, false)))
+        Ok(json(200, &DeliveryView::of(&stored, false, false)))
     }
 
     fn health(&self) -> Result<Reply, ApiError> {
@@ -415,6 +499,10 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
             Err(ApiError::new(400, "bad_request", format!("cannot read the request body: {error}")))
         }
     }
+}
+
+fn to_value(body: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(body).unwrap_or(serde_json::Value::Null)
 }
 
 fn json(status: u16, body: &impl Serialize) -> Reply {

@@ -30,7 +30,7 @@ use crate::claims::Claims;
 use crate::clock;
 use crate::record::{Attempt, Delivery, State};
 use crate::schedule::{self, Next};
-use crate::store::{Change, DueKey, Store};
+use crate::store::{Change, DueKey, Outcome, Store};
 use crate::wheel::WheelHandle;
 
 /// After a failed store write, the delivery is tried again this much later
@@ -161,9 +161,15 @@ impl Dispatcher {
         log_outcome(&report, next, ended_at);
 
         let id = delivery.id;
-        let next_key = delivery.next_attempt_at.map(|due| DueKey { due, id });
         match self.store.commit(vec![Change::Put(Box::new(delivery))]).await {
-            Ok(()) => next_key,
+            Ok(committed) => {
+                // A final delivery lets the next one of its key go.
+                committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
+                committed.outcomes.into_iter().find_map(|outcome| match outcome {
+                    Outcome::Stored(stored) => stored.next_attempt_at.map(|due| DueKey { due, id }),
+                    _ => None,
+                })
+            }
             Err(error) => {
                 // The store still holds the record as it was before this
                 // attempt, pending; try it again a little later.
@@ -173,10 +179,15 @@ impl Dispatcher {
         }
     }
 
-    /// The record, if it is still pending.
+    /// The record, if it is still pending and due (not waiting behind an
+    /// earlier delivery of its key).
     fn read_pending(&self, key: DueKey) -> Option<Delivery> {
         match self.store.get(key.id) {
-            Ok(Some(delivery)) if delivery.state == State::Pending => Some(delivery),
+            Ok(Some(delivery))
+                if delivery.state == State::Pending && delivery.next_attempt_at.is_some() =>
+            {
+                Some(delivery)
+            }
             Ok(_) => None,
             Err(error) => {
                 error!(delivery_id = %key.id, %error, "cannot read a due delivery; skipping it");

@@ -40,6 +40,12 @@ pub struct Delivery {
     pub key: Option<String>,
     pub idempotency_key: Option<String>,
     pub coalesce: bool,
+    /// Position in the ordering queue of `key`, assigned by the store while
+    /// the delivery is pending; it orders deliveries of one key by
+    /// submission, whatever their timestamps.
+    pub key_seq: Option<u64>,
+    /// The first attempt is not made before this time (`deliver_at`).
+    pub not_before: UnixMs,
     /// Per-delivery `whsec_` secret; never shown by the API or logs.
     pub signing_secret: Option<String>,
     /// Waits between attempts of one round, milliseconds.
@@ -48,8 +54,9 @@ pub struct Delivery {
     pub timeout_ms: u64,
     pub created_at: UnixMs,
     pub state: State,
-    /// When the next attempt is due; `Some` exactly when `state` is
-    /// [`State::Pending`].
+    /// When the next attempt is due. `Some` only while `state` is
+    /// [`State::Pending`]; a pending delivery with `None` waits behind an
+    /// earlier delivery of its key.
     pub next_attempt_at: Option<UnixMs>,
     pub attempts: Vec<Attempt>,
     /// Index into `attempts` where the current round of the schedule began;
@@ -212,6 +219,8 @@ mod tests {
             key: Some("t1".into()),
             idempotency_key: None,
             coalesce: false,
+            key_seq: Some(3),
+            not_before: 1_700_000_000_000,
             signing_secret: None,
             retry_delays_ms: vec![10_000, 30_000, 60_000],
             timeout_ms: 5000,
@@ -245,9 +254,10 @@ mod tests {
         let golden = concat!(
             "010707070707070707070707070707070717687474703a2f2f3132372e302e30",
             "2e313a392f686f6f6b0106582d5461736b0234321e7b226964223a227431222c",
-            "22737461747573223a2253554343455353227d0102743100000003fb1027fb30",
-            "75fb60eafb8813fd0068e5cf8b0100000001fd0068e5cf8b0100000101fd0168",
-            "e5cf8b0100000c01fbf701000104627573790000fd0d68e5cf8b010000",
+            "22737461747573223a2253554343455353227d0102743100000103fd0068e5cf",
+            "8b0100000003fb1027fb3075fb60eafb8813fd0068e5cf8b0100000001fd0068",
+            "e5cf8b0100000101fd0168e5cf8b0100000c01fbf701000104627573790000fd",
+            "0d68e5cf8b010000",
         );
         assert_eq!(hex(&bytes), golden);
     }

@@ -131,14 +131,10 @@ fn build(request: Request<'_>, rules: &Rules<'_>, now: UnixMs) -> Result<Deliver
     }
 
     let headers = check_headers(request.headers)?;
-    if request.key.is_some() || request.coalesce.is_some() || request.idempotency_key.is_some() {
-        // FIXME: ordering keys, coalescing and idempotency keys need their
-        // own indexes in the store; until they exist they are refused rather
-        // than accepted and silently not honoured.
-        return Err(ApiError::new(
-            501,
-            "not_implemented",
-            "key, coalesce and idempotency_key are not supported by this hookd yet; submit without them",
+    if request.coalesce == Some(true) && request.key.is_none() {
+        return Err(ApiError::invalid(
+            "invalid_request",
+            "coalesce needs a key: only deliveries of the same key replace each other",
         ));
     }
     check_key("key", request.key.as_deref())?;
@@ -173,6 +169,8 @@ fn build(request: Request<'_>, rules: &Rules<'_>, now: UnixMs) -> Result<Deliver
         key: request.key,
         idempotency_key: request.idempotency_key,
         coalesce: request.coalesce.unwrap_or(false),
+        key_seq: None,
+        not_before: due,
         signing_secret: request.signing_secret,
         retry_delays_ms: retry_delays.iter().map(|delay| delay.as_millis() as u64).collect(),
         timeout_ms,

@@ -291,6 +291,8 @@ mod tests {
             key: None,
             idempotency_key: None,
             coalesce: false,
+            key_seq: None,
+            not_before: due,
             signing_secret: None,
             retry_delays_ms: Vec::new(),
             timeout_ms: 1000,
@@ -324,7 +326,10 @@ mod tests {
         for record in &records {
             expected.insert(record.id, record.next_attempt_at.unwrap());
         }
-        store.commit(records.into_iter().map(|r| Change::Put(Box::new(r))).collect()).await.unwrap();
+        store
+            .commit(records.into_iter().map(|r| Change::Put(Box::new(r))).collect())
+            .await
+            .unwrap();
 
         let (wheel, handle, mut due) = Wheel::with_capacity(store.clone(), capacity);
         let stop = CancellationToken::new();

@@ -2,22 +2,17 @@
 //!
 //! # Layout
 //!
-//! One sled tree holds three key spaces, told apart by their first byte:
-//!
-//! | key | value |
-//! | --- | --- |
-//! | `d` + id (16 bytes) | the [`Delivery`] record ([`crate::record`] codec) |
-//! | `t` + due ms (8 bytes, big-endian) + id | empty: the due-time index |
-//! | `m` + name | store metadata: format version, state counters |
-//!
-//! Keeping them in one tree lets every change go in as one sled batch, which
-//! sled applies atomically: a record and its index entry can never be seen
-//! (or survive a crash) one without the other.
+//! One sled tree holds every key space, told apart by their first byte (see
+//! [`keys`]): records, the due-time index, the ordering queues of keys, the
+//! idempotency index and metadata. Keeping them in one tree lets every
+//! change go in as one sled batch, which sled applies atomically: a record
+//! and its index entries can never be seen (or survive a crash) one without
+//! the other.
 //!
 //! # Writes and durability
 //!
 //! Every change goes through [`Store::commit`], which hands it to a single
-//! writer thread. The writer takes all changes that are waiting, applies
+//! writer thread ([`writer`]). The writer takes all changes that are waiting, applies
 //! them as one batch, calls sled's blocking `flush()` once, and only then
 //! answers each caller. That is the group commit: a thousand concurrent
 //! submissions cost one fsync, and `commit` returning `Ok` means the change
@@ -39,21 +34,17 @@ use std::sync::mpsc;
 use std::thread;
 
 use tokio::sync::oneshot;
-use tracing::{debug, error};
+use tracing::debug;
 
 use crate::clock::UnixMs;
-use crate::id::{DeliveryId, ID_LEN};
+use crate::id::DeliveryId;
 use crate::record::{self, CodecError, Delivery, State};
 
-const RECORD: u8 = b'd';
-const DUE: u8 = b't';
-const META: u8 = b'm';
+mod keys;
+mod writer;
 
 /// The layout version of the key spaces above (records carry their own).
 const STORE_FORMAT: u8 = 1;
-
-/// At most this many commits are applied in one batch and one flush.
-const MAX_JOBS_PER_ROUND: usize = 8192;
 
 /// A position in the due-time index. Orders by due time, then by id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,11 +66,36 @@ pub struct Counts {
 /// One change to the store.
 #[derive(Debug)]
 pub enum Change {
-    /// Create or replace a delivery record; the index follows its
-    /// `next_attempt_at`.
+    /// A new delivery. If its idempotency key is already taken nothing is
+    /// written and the outcome names the delivery that has it. `supersede`
+    /// holds older deliveries of its key, already set `superseded`, that it
+    /// replaces (coalescing); they are written only with the insert.
+    Insert { delivery: Box<Delivery>, supersede: Vec<Delivery> },
+    /// Create or replace a delivery record; the indexes follow it.
     Put(Box<Delivery>),
-    /// Remove a delivery and its index entry.
+    /// Remove a delivery and its index entries.
     Delete(DeliveryId),
+}
+
+/// What one change did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The delivery as stored: the ordering queue may have cleared its due
+    /// time (it waits behind an earlier delivery of its key).
+    Stored(Box<Delivery>),
+    /// The idempotency key belongs to this delivery; nothing was written.
+    Existing(DeliveryId),
+    Deleted,
+}
+
+/// The answer to one [`Store::commit`].
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// One per change, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Deliveries that became first of their key and got a due time; the
+    /// caller must tell the wheel.
+    pub promoted: Vec<DueKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +131,11 @@ pub struct Store {
 struct Inner {
     tree: sled::Db,
     /// Where commits go; the writer thread holds the receiving end and ends
-    /// when every handle is dropped.
-    jobs: mpsc::Sender<Job>,
+    /// when this is dropped. `None` only while the store is closing.
+    jobs: Option<mpsc::Sender<Job>>,
+    /// The writer thread, joined on close so that its database handle (and
+    /// sled's file lock) is gone when the last `Store` is.
+    writer: Option<thread::JoinHandle<()>>,
     counts: Arc<AtomicCounts>,
     /// Held for as long as the store is open: an advisory lock that keeps a
     /// second hookd off this data dir.
@@ -126,7 +145,7 @@ struct Inner {
 struct Job {
     changes: Vec<Change>,
     /// Answered once the changes are on disk, or failed.
-    done: oneshot::Sender<Result<(), StoreError>>,
+    done: oneshot::Sender<Result<Committed, StoreError>>,
 }
 
 #[derive(Default)]
@@ -149,32 +168,49 @@ impl Store {
 
         check_layout(&tree, &db_path)?;
         let counts = Arc::new(AtomicCounts::load(&tree)?);
+        let sequence = match tree.get(keys::meta(b"sequence"))? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        };
 
         let (jobs, receiver) = mpsc::channel();
-        let writer = Writer { tree: tree.clone(), counts: counts.clone() };
-        thread::Builder::new()
+        let writer = writer::Writer {
+            tree: tree.clone(),
+            counts: counts.clone(),
+            sequence: Arc::new(AtomicU64::new(sequence)),
+        };
+        let writer = thread::Builder::new()
             .name("hookd-store-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
 
-        Ok(Store { inner: Arc::new(Inner { tree, jobs, counts, _lock: lock }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                tree,
+                jobs: Some(jobs),
+                writer: Some(writer),
+                counts,
+                _lock: lock,
+            }),
+        })
     }
 
     /// Applies `changes` atomically and returns once they are on disk.
-    pub async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+    pub async fn commit(&self, changes: Vec<Change>) -> Result<Committed, StoreError> {
         let (done, wait) = oneshot::channel();
-        self.inner.jobs.send(Job { changes, done }).map_err(|_| StoreError::WriterGone)?;
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::WriterGone)?;
+        jobs.send(Job { changes, done }).map_err(|_| StoreError::WriterGone)?;
         wait.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Forces a flush of everything written so far.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.commit(Vec::new()).await
+        self.commit(Vec::new()).await.map(drop)
     }
 
     /// One delivery, if it exists.
     pub fn get(&self, id: DeliveryId) -> Result<Option<Delivery>, StoreError> {
-        match self.inner.tree.get(record_key(id))? {
+        match self.inner.tree.get(keys::record(id))? {
             Some(bytes) => decode(id, &bytes).map(Some),
             None => Ok(None),
         }
@@ -188,10 +224,10 @@ impl Store {
         until: UnixMs,
         limit: usize,
     ) -> Result<Vec<DueKey>, StoreError> {
-        let end = due_key(DueKey { due: until, id: DeliveryId::from_bytes([0xff; ID_LEN]) });
         let mut found = Vec::new();
-        for entry in self.inner.tree.range(due_key(from)..=end).keys().take(limit) {
-            if let Some(key) = parse_due_key(&entry?) {
+        let range = keys::due(from)..=keys::due_end(until);
+        for entry in self.inner.tree.range(range).keys().take(limit) {
+            if let Some(key) = keys::parse_due(&entry?) {
                 found.push(key);
             }
         }
@@ -200,11 +236,25 @@ impl Store {
 
     /// The earliest index entry, if any delivery is pending.
     pub fn first_due(&self) -> Result<Option<DueKey>, StoreError> {
-        let start = due_key(DueKey { due: 0, id: DeliveryId::from_bytes([0; ID_LEN]) });
-        match self.inner.tree.range(start.as_slice()..[DUE + 1].as_slice()).keys().next() {
-            Some(key) => Ok(parse_due_key(&key?)),
+        match self.inner.tree.scan_prefix([keys::DUE]).keys().next() {
+            Some(key) => Ok(keys::parse_due(&key?)),
             None => Ok(None),
         }
+    }
+
+    /// The delivery that owns an idempotency key, if any.
+    pub fn idempotent(&self, idempotency_key: &str) -> Result<Option<DeliveryId>, StoreError> {
+        let found = self.inner.tree.get(keys::idempotency(idempotency_key))?;
+        Ok(found.as_deref().and_then(DeliveryId::from_slice))
+    }
+
+    /// The pending deliveries of an ordering key, in submission order.
+    pub fn queue_of(&self, ordering_key: &str) -> Result<Vec<DeliveryId>, StoreError> {
+        let mut ids = Vec::new();
+        for entry in self.inner.tree.scan_prefix(keys::queue_prefix(ordering_key)).values() {
+            ids.extend(DeliveryId::from_slice(&entry?));
+        }
+        Ok(ids)
     }
 
     /// Deliveries newest first, starting after `before` (exclusive), keeping
@@ -217,12 +267,12 @@ impl Store {
         mut keep: impl FnMut(&Delivery) -> bool,
     ) -> Result<(Vec<Delivery>, bool), StoreError> {
         let end = match before {
-            Some(id) => record_key(id).to_vec(),
-            None => vec![RECORD + 1],
+            Some(id) => keys::record(id),
+            None => vec![keys::RECORD + 1],
         };
 
         let mut found = Vec::new();
-        for entry in self.inner.tree.range([RECORD].as_slice()..end.as_slice()).rev() {
+        for entry in self.inner.tree.range(vec![keys::RECORD]..end).rev() {
             let (key, bytes) = entry?;
             let Some(id) = DeliveryId::from_slice(&key[1..]) else { continue };
             let delivery = decode(id, &bytes)?;
@@ -245,6 +295,16 @@ impl Store {
     /// Bytes the database takes on disk, as sled reports it.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.tree.size_on_disk()?)
+    }
+}
+
+impl Drop for Inner {
+    /// Stops the writer (it finishes the jobs it has) and waits for it.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 
@@ -281,7 +341,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
 
 /// Writes the layout byte into a new store, or checks it in an old one.
 fn check_layout(tree: &sled::Db, path: &Path) -> Result<(), StoreError> {
-    let key = meta_key(b"layout");
+    let key = keys::meta(b"layout");
     match tree.get(&key)? {
         Some(found) if found.as_ref() == [STORE_FORMAT] => Ok(()),
         Some(found) => Err(StoreError::UnknownLayout {
@@ -296,100 +356,10 @@ fn check_layout(tree: &sled::Db, path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// The single thread that applies and flushes every change.
-struct Writer {
-    tree: sled::Db,
-    counts: Arc<AtomicCounts>,
-}
-
-impl Writer {
-    fn run(self, jobs: mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            let mut round = vec![first];
-            while round.len() < MAX_JOBS_PER_ROUND {
-                match jobs.try_recv() {
-                    Ok(job) => round.push(job),
-                    Err(_) => break,
-                }
-            }
-
-            let result = self.apply(&round).map_err(Arc::new);
-            if let Err(error) = &result {
-                error!(%error, jobs = round.len(), "store write failed");
-            }
-            for job in round {
-                let _ = job.done.send(result.clone().map_err(StoreError::Write));
-            }
-        }
-        debug!("store writer stopped");
-    }
-
-    /// One round: every change of every job in one atomic batch, then one
-    /// flush. The counters move only once the batch is applied.
-    fn apply(&self, round: &[Job]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut delta = [0i64; 5];
-        let mut latest: std::collections::HashMap<DeliveryId, Option<(State, Option<UnixMs>)>> =
-            std::collections::HashMap::new();
-
-        for change in round.iter().flat_map(|job| &job.changes) {
-            let id = match change {
-                Change::Put(delivery) => delivery.id,
-                Change::Delete(id) => *id,
-            };
-            let old = match latest.get(&id) {
-                Some(known) => *known,
-                None => self.current(id)?,
-            };
-            if let Some((state, due)) = old {
-                delta[state_index(state)] -= 1;
-                if let Some(due) = due {
-                    batch.remove(due_key(DueKey { due, id }).as_slice());
-                }
-            }
-
-            match change {
-                Change::Put(delivery) => {
-                    let bytes = record::encode(delivery)
-                        .map_err(|source| StoreError::Codec { id: id.to_string(), source })?;
-                    batch.insert(record_key(id).as_slice(), bytes);
-                    if let Some(due) = delivery.next_attempt_at {
-                        batch.insert(due_key(DueKey { due, id }).as_slice(), &[]);
-                    }
-                    delta[state_index(delivery.state)] += 1;
-                    latest.insert(id, Some((delivery.state, delivery.next_attempt_at)));
-                }
-                Change::Delete(_) => {
-                    batch.remove(record_key(id).as_slice());
-                    latest.insert(id, None);
-                }
-            }
-        }
-
-        let counts = self.counts.moved_by(&delta);
-        batch.insert(meta_key(b"counts"), counts.to_bytes().as_slice());
-        self.tree.apply_batch(batch)?;
-        self.counts.store(&counts);
-        self.tree.flush()?;
-        Ok(())
-    }
-
-    /// The state and due time of a stored delivery.
-    fn current(&self, id: DeliveryId) -> Result<Option<(State, Option<UnixMs>)>, StoreError> {
-        match self.tree.get(record_key(id))? {
-            Some(bytes) => {
-                let delivery = decode(id, &bytes)?;
-                Ok(Some((delivery.state, delivery.next_attempt_at)))
-            }
-            None => Ok(None),
-        }
-    }
-}
-
 impl AtomicCounts {
     fn load(tree: &sled::Db) -> Result<AtomicCounts, StoreError> {
         let counts = AtomicCounts::default();
-        if let Some(bytes) = tree.get(meta_key(b"counts"))? {
+        if let Some(bytes) = tree.get(keys::meta(b"counts"))? {
             counts.store(&Counts::from_bytes(&bytes));
         }
         Ok(counts)
@@ -453,30 +423,139 @@ fn decode(id: DeliveryId, bytes: &[u8]) -> Result<Delivery, StoreError> {
     record::decode(bytes).map_err(|source| StoreError::Codec { id: id.to_string(), source })
 }
 
-fn record_key(id: DeliveryId) -> [u8; 1 + ID_LEN] {
-    let mut key = [RECORD; 1 + ID_LEN];
-    key[1..].copy_from_slice(&id.to_bytes());
-    key
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::DeadReason;
 
-fn due_key(entry: DueKey) -> [u8; 1 + 8 + ID_LEN] {
-    let mut key = [DUE; 1 + 8 + ID_LEN];
-    key[1..9].copy_from_slice(&entry.due.to_be_bytes());
-    key[9..].copy_from_slice(&entry.id.to_bytes());
-    key
-}
-
-fn parse_due_key(key: &[u8]) -> Option<DueKey> {
-    if key.len() != 1 + 8 + ID_LEN || key[0] != DUE {
-        return None;
+    fn delivery(key: Option<&str>, due: UnixMs) -> Delivery {
+        Delivery {
+            id: DeliveryId::generate(),
+            url: "http://127.0.0.1:9/".into(),
+            headers: Vec::new(),
+            payload: b"{}".to_vec(),
+            key: key.map(str::to_owned),
+            idempotency_key: None,
+            coalesce: false,
+            key_seq: None,
+            not_before: due,
+            signing_secret: None,
+            retry_delays_ms: Vec::new(),
+            timeout_ms: 1000,
+            created_at: due,
+            state: State::Pending,
+            next_attempt_at: Some(due),
+            attempts: Vec::new(),
+            round_start: 0,
+            dead_reason: None,
+            updated_at: due,
+        }
     }
-    let due = u64::from_be_bytes(key[1..9].try_into().ok()?);
-    let id = DeliveryId::from_slice(&key[9..])?;
-    Some(DueKey { due, id })
-}
 
-fn meta_key(name: &[u8]) -> Vec<u8> {
-    let mut key = vec![META];
-    key.extend_from_slice(name);
-    key
+    fn insert(delivery: &Delivery) -> Change {
+        Change::Insert { delivery: Box::new(delivery.clone()), supersede: Vec::new() }
+    }
+
+    fn stored(committed: &Committed, index: usize) -> &Delivery {
+        match &committed.outcomes[index] {
+            Outcome::Stored(delivery) => delivery,
+            other => panic!("expected a stored delivery, got {other:?}"),
+        }
+    }
+
+    fn due_ids(store: &Store) -> Vec<DeliveryId> {
+        let from = DueKey { due: 0, id: DeliveryId::from_bytes([0; 16]) };
+        store.scan_due(from, u64::MAX, 1000).unwrap().into_iter().map(|key| key.id).collect()
+    }
+
+    #[tokio::test]
+    async fn deliveries_of_one_key_wait_for_the_first_and_are_promoted_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let [a, b, c] = [0, 1, 2].map(|_| delivery(Some("task-1"), 100));
+        let other = delivery(Some("task-2"), 100);
+
+        let committed = store.commit(vec![insert(&a), insert(&b)]).await.unwrap();
+        assert_eq!(stored(&committed, 0).next_attempt_at, Some(100));
+        assert_eq!(stored(&committed, 1).next_attempt_at, None);
+        store.commit(vec![insert(&c), insert(&other)]).await.unwrap();
+        assert_eq!(due_ids(&store), vec![a.id, other.id]);
+        assert_eq!(store.queue_of("task-1").unwrap(), vec![a.id, b.id, c.id]);
+
+        let mut done = store.get(a.id).unwrap().unwrap();
+        done.state = State::Delivered;
+        done.next_attempt_at = None;
+        let committed = store.commit(vec![Change::Put(Box::new(done))]).await.unwrap();
+        assert_eq!(committed.promoted.len(), 1);
+        assert_eq!(committed.promoted[0].id, b.id);
+        assert_eq!(due_ids(&store), vec![other.id, b.id]);
+        assert_eq!(store.counts().pending, 3);
+        assert_eq!(store.counts().delivered, 1);
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_waiting_delivery_keeps_the_first_and_skips_it_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let [a, b, c] = [0, 1, 2].map(|_| delivery(Some("k"), 100));
+        store.commit(vec![insert(&a), insert(&b), insert(&c)]).await.unwrap();
+
+        let mut cancelled = store.get(b.id).unwrap().unwrap();
+        cancelled.state = State::Cancelled;
+        let committed = store.commit(vec![Change::Put(Box::new(cancelled))]).await.unwrap();
+        assert!(committed.promoted.is_empty());
+        assert_eq!(store.queue_of("k").unwrap(), vec![a.id, c.id]);
+
+        let mut dead = store.get(a.id).unwrap().unwrap();
+        dead.state = State::Dead;
+        dead.next_attempt_at = None;
+        dead.dead_reason = Some(DeadReason::Gone);
+        let committed = store.commit(vec![Change::Put(Box::new(dead))]).await.unwrap();
+        assert_eq!(committed.promoted.iter().map(|key| key.id).collect::<Vec<_>>(), vec![c.id]);
+    }
+
+    #[tokio::test]
+    async fn a_taken_idempotency_key_writes_nothing_and_names_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut first = delivery(None, 100);
+        first.idempotency_key = Some("req-1".into());
+        let mut second = delivery(None, 100);
+        second.idempotency_key = Some("req-1".into());
+
+        let committed = store.commit(vec![insert(&first), insert(&second)]).await.unwrap();
+        assert!(matches!(committed.outcomes[1], Outcome::Existing(id) if id == first.id));
+        assert!(store.get(second.id).unwrap().is_none());
+        assert_eq!(store.counts().pending, 1);
+
+        store.commit(vec![Change::Delete(first.id)]).await.unwrap();
+        assert_eq!(store.idempotent("req-1").unwrap(), None);
+        assert_eq!(store.counts().pending, 0);
+        assert!(due_ids(&store).is_empty());
+    }
+
+    #[tokio::test]
+    async fn queues_counts_and_sequence_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, b] = [0, 1].map(|_| delivery(Some("k"), 100));
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            store.commit(vec![insert(&a), insert(&b)]).await.unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let c = delivery(Some("k"), 100);
+        store.commit(vec![insert(&c)]).await.unwrap();
+
+        assert_eq!(store.queue_of("k").unwrap(), vec![a.id, b.id, c.id]);
+        assert_eq!(store.counts().pending, 3);
+        assert_eq!(due_ids(&store), vec![a.id]);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), 1 << 20).unwrap();
+        let error = Store::open(dir.path(), 1 << 20).err().unwrap();
+        assert!(matches!(error, StoreError::InUse { .. }), "{error}");
+    }
 }
