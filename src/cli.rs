@@ -39,7 +39,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Serve {
-        /// A TOML configuration file (see systemd/hookd.toml).
+        /// A TOML configuration file (see systemd/hookd.toml) [default:
+        /// $CONFIGURATION_DIRECTORY/hookd.toml when it exists]
         #[arg(long)]
         config: Option<PathBuf>,
         /// Where the database lives [default: $STATE_DIRECTORY or ./hookd-data]
@@ -120,6 +121,12 @@ pub fn serve_settings(
     data_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
 ) -> Result<Settings, Failure> {
+    // Under systemd, ConfigurationDirectory= points at /etc/hookd.
+    let config = config.or_else(|| {
+        let dir = std::env::var_os("CONFIGURATION_DIRECTORY")?;
+        let path = PathBuf::from(dir).join("hookd.toml");
+        path.exists().then_some(path)
+    });
     let (file, source) = match &config {
         Some(path) => (
             FileConfig::load(path).map_err(|error| Failure::usage(error.to_string()))?,

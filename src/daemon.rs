@@ -23,7 +23,7 @@ use crate::guard::Guard;
 use crate::signing::Secret;
 use crate::store::Store;
 use crate::wheel::Wheel;
-use crate::{shutdown, socket};
+use crate::{shutdown, socket, systemd};
 
 /// Runs the daemon until SIGTERM or SIGINT; `Ok` means a clean stop.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -32,6 +32,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     shutdown::on_signal(stop.clone()).context("cannot install signal handlers")?;
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            stop.cancelled().await;
+            systemd::stopping();
+        }
+    });
 
     let guard = Arc::new(Guard::new(
         settings.delivery.allow_private_networks,
@@ -59,17 +66,36 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let wheel_task = tokio::spawn(wheel.run(stop.clone()));
     let dispatch_task = tokio::spawn(dispatcher.clone().run(due, stop.clone(), attempts.clone()));
 
-    let listener = socket::bind(&settings.socket, settings.socket_mode).await?;
+    // Under socket activation systemd owns the socket file; otherwise it is
+    // hookd's to create and to remove.
+    let activated =
+        systemd::activated_listener().context("cannot use the socket systemd passed")?;
+    let owns_socket_file = activated.is_none();
+    let listener = match activated {
+        Some(listener) => listener,
+        None => socket::bind(&settings.socket, settings.socket_mode).await?,
+    };
+
+    // The wheel answers only after its first refill: recovery is scheduled.
+    wheel_handle.probe().await.context("the timer wheel did not start")?;
     let counts = store.counts();
     info!(
         version = crate::VERSION,
         data_dir = %settings.data_dir.display(),
         socket = %settings.socket.display(),
+        socket_activated = !owns_socket_file,
         config = %settings.source,
         pending = counts.pending,
         dead = counts.dead,
         "hookd is ready"
     );
+    systemd::ready(&format!("pending {} dead {}", counts.pending, counts.dead));
+    tokio::spawn(systemd::run_watchdog(
+        store.clone(),
+        wheel_handle.clone(),
+        dispatcher.clone(),
+        stop.clone(),
+    ));
 
     let api = Arc::new(Api {
         store: store.clone(),
@@ -100,7 +126,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
 
     store.flush().await.context("final flush failed")?;
-    socket::remove(&settings.socket);
+    if owns_socket_file {
+        socket::remove(&settings.socket);
+    }
     let counts = store.counts();
     info!(
         pending = counts.pending,

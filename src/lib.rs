@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod guard;
 pub mod id;
+pub mod logging;
 pub mod record;
 pub mod schedule;
 pub mod shutdown;
@@ -32,6 +33,7 @@ pub mod signing;
 pub mod socket;
 pub mod store;
 pub mod submission;
+pub mod systemd;
 pub mod view;
 pub mod wheel;
 

@@ -3,8 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
-
 use hookd::cli::{self, Cli, Command, Failure};
 
 fn main() -> ExitCode {
@@ -12,7 +10,7 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Serve { ref config, ref data_dir } => {
-            init_logging();
+            hookd::logging::init();
             cli::serve_settings(config.clone(), data_dir.clone(), cli.socket.clone()).and_then(
                 |settings| {
                     runtime(true)?
@@ -43,16 +41,4 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .map_err(|error| Failure { code: 1, message: format!("cannot start the runtime: {error}") })
-}
-
-/// Logs to stderr; `HOOKD_LOG` (or `RUST_LOG`) filters, default `info`.
-fn init_logging() {
-    let filter = std::env::var("HOOKD_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
 }

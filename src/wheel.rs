@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
@@ -63,6 +63,17 @@ enum Command {
     /// The dispatcher is done with a delivery it was handed; `next` is its
     /// next due key when it is still pending.
     Finished { id: DeliveryId, next: Option<DueKey> },
+    /// Answered from inside the wheel loop: proof that it is turning.
+    Probe(oneshot::Sender<WindowSize>),
+}
+
+/// How many deliveries the wheel holds in memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WindowSize {
+    /// Loaded and waiting for their due time.
+    pub waiting: usize,
+    /// Handed to the dispatcher, outcome not yet recorded.
+    pub handed_out: usize,
 }
 
 /// How the API and the dispatcher talk to the wheel. Cheap to clone.
@@ -84,6 +95,13 @@ impl WheelHandle {
 
     pub fn finished(&self, id: DeliveryId, next: Option<DueKey>) {
         let _ = self.commands.send(Command::Finished { id, next });
+    }
+
+    /// Asks the wheel loop to answer; `None` when it has stopped.
+    pub async fn probe(&self) -> Option<WindowSize> {
+        let (answer, wait) = oneshot::channel();
+        self.commands.send(Command::Probe(answer)).ok()?;
+        wait.await.ok()
     }
 }
 
@@ -161,6 +179,11 @@ impl Wheel {
                 if let Some(queue_key) = self.waiting.remove(&id) {
                     self.queue.remove(&queue_key);
                 }
+            }
+            Command::Probe(answer) => {
+                let size =
+                    WindowSize { waiting: self.waiting.len(), handed_out: self.handed_out.len() };
+                let _ = answer.send(size);
             }
             Command::Finished { id, next } => {
                 self.handed_out.remove(&id);
