@@ -23,7 +23,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -72,24 +73,26 @@ pub async fn serve(listener: UnixListener, api: Arc<Api>, shutdown: Cancellation
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let connections = Arc::new(Semaphore::new(api.settings.limits.max_connections));
 
     loop {
-        let stream = tokio::select! {
+        // Past `max_connections`, new clients wait in the listen backlog.
+        let (permit, stream) = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    warn!(%error, "cannot accept an API connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener, &connections) => accepted,
         };
 
+        let allowed = api.peer_allowed(&stream);
         let api = api.clone();
         let service = service_fn(move |request| {
             let api = api.clone();
-            async move { Ok::<_, Infallible>(api.handle(request).await) }
+            async move {
+                let reply = match allowed {
+                    true => api.handle(request).await,
+                    false => forbidden(),
+                };
+                Ok::<_, Infallible>(reply)
+            }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
@@ -97,6 +100,7 @@ pub async fn serve(listener: UnixListener, api: Arc<Api>, shutdown: Cancellation
             if let Err(error) = connection.await {
                 debug!(%error, "API connection ended with an error");
             }
+            drop(permit);
         });
     }
 
@@ -107,7 +111,60 @@ pub async fn serve(listener: UnixListener, api: Arc<Api>, shutdown: Cancellation
     info!("API stopped");
 }
 
+/// Waits for a connection slot, then for a connection.
+async fn accept(
+    listener: &UnixListener,
+    connections: &Arc<Semaphore>,
+) -> (OwnedSemaphorePermit, UnixStream) {
+    // The semaphore is never closed.
+    let permit = connections.clone().acquire_owned().await.expect("never closed");
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return (permit, stream),
+            Err(error) => {
+                warn!(%error, "cannot accept an API connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn forbidden() -> Reply {
+    let error = ApiError::new(
+        403,
+        "forbidden",
+        "this user may not use hookd's API; ask its operator to add your uid or gid to allowed_uids or allowed_gids",
+    );
+    json(error.status, &error.body())
+}
+
 impl Api {
+    /// Whether the peer's credentials pass `allowed_uids`/`allowed_gids`;
+    /// everyone passes when both are empty.
+    fn peer_allowed(&self, stream: &UnixStream) -> bool {
+        let (uids, gids) = (&self.settings.allowed_uids, &self.settings.allowed_gids);
+        if uids.is_empty() && gids.is_empty() {
+            return true;
+        }
+        match stream.peer_cred() {
+            Ok(peer) => {
+                let allowed = uids.contains(&peer.uid()) || gids.contains(&peer.gid());
+                if !allowed {
+                    warn!(
+                        uid = peer.uid(),
+                        gid = peer.gid(),
+                        "API connection refused: peer not allowed"
+                    );
+                }
+                allowed
+            }
+            Err(error) => {
+                warn!(%error, "cannot read the peer credentials of an API connection; refusing it");
+                false
+            }
+        }
+    }
+
     async fn handle(&self, request: Request<Incoming>) -> Reply {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();

@@ -22,6 +22,9 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     /// Octal permission bits of the socket file, as a string ("0660").
     pub socket_mode: Option<String>,
+    /// When set, only peers with one of these uids (or gids) may use the API.
+    pub allowed_uids: Option<Vec<u32>>,
+    pub allowed_gids: Option<Vec<u32>>,
     /// Seconds that attempts in flight get to finish on shutdown.
     pub shutdown_grace_s: Option<f64>,
     #[serde(default)]
@@ -54,6 +57,7 @@ pub struct LimitsFile {
     pub max_payload_bytes: Option<usize>,
     pub max_batch: Option<usize>,
     pub max_batch_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +87,10 @@ pub struct Settings {
     pub socket: PathBuf,
     /// Permission bits applied to the socket file.
     pub socket_mode: u32,
+    /// Who may use the API, checked with each connection's peer
+    /// credentials. Everyone who can open the socket when both are empty.
+    pub allowed_uids: Vec<u32>,
+    pub allowed_gids: Vec<u32>,
     pub shutdown_grace: Duration,
     pub delivery: DeliverySettings,
     pub limits: Limits,
@@ -112,6 +120,8 @@ pub struct Limits {
     pub max_batch: usize,
     /// The largest batch request body, bytes.
     pub max_batch_bytes: usize,
+    /// API connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +142,7 @@ pub mod defaults {
     pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
     pub const MAX_BATCH: usize = 1000;
     pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+    pub const MAX_CONNECTIONS: usize = 1024;
     pub const DELIVERED_S: u64 = 86_400;
     pub const DEAD_S: u64 = 604_800;
     pub const CACHE_CAPACITY_MB: u64 = 64;
@@ -192,6 +203,8 @@ impl Settings {
             data_dir,
             socket,
             socket_mode,
+            allowed_uids: file.allowed_uids.unwrap_or_default(),
+            allowed_gids: file.allowed_gids.unwrap_or_default(),
             shutdown_grace,
             delivery: resolve_delivery(file.delivery)?,
             limits: resolve_limits(file.limits)?,
@@ -291,6 +304,10 @@ fn resolve_limits(file: LimitsFile) -> Result<Limits, ConfigError> {
         max_batch_bytes: positive(
             "limits.max_batch_bytes",
             file.max_batch_bytes.unwrap_or(defaults::MAX_BATCH_BYTES),
+        )?,
+        max_connections: positive(
+            "limits.max_connections",
+            file.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
         )?,
     })
 }

@@ -299,6 +299,8 @@ fn json_error(error: serde_json::Error) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::config::{FileConfig, Overrides};
 
@@ -403,5 +405,38 @@ mod tests {
             parse_batch(br#"{"deliveries":[]}"#, &rules, 0).unwrap_err().code,
             "empty_batch"
         );
+    }
+
+    proptest! {
+        /// No byte string panics the parsers; each gets a result.
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let settings = settings();
+            let guard = Guard::default();
+            let rules = Rules { settings: &settings, guard: &guard };
+            let _ = parse_one(&body, &rules, 0);
+            let _ = parse_batch(&body, &rules, 0);
+        }
+
+        /// Submissions built from arbitrary strings in each field never
+        /// panic, and an accepted one keeps its payload byte for byte.
+        #[test]
+        fn arbitrary_fields_never_panic(
+            url in ".{0,40}",
+            key in ".{0,20}",
+            header in "[ -~]{0,20}",
+            number in any::<f64>(),
+        ) {
+            let body = serde_json::json!({
+                "url": url, "payload": {"n": 1}, "key": key,
+                "headers": {header.clone(): header}, "retry_delays_s": [number],
+            });
+            let settings = settings();
+            let guard = Guard::new(true, Vec::new());
+            let rules = Rules { settings: &settings, guard: &guard };
+            if let Ok(delivery) = parse_one(body.to_string().as_bytes(), &rules, 0) {
+                prop_assert_eq!(delivery.payload, br#"{"n":1}"#.to_vec());
+            }
+        }
     }
 }
