@@ -34,6 +34,7 @@ use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::guard::Guard;
 use crate::id::DeliveryId;
+use crate::metrics::{Metrics, Snapshot};
 use crate::record::{Delivery, State};
 use crate::store::{Change, Committed, DueKey, Outcome, Store, StoreError};
 use crate::submission::{self, Rules};
@@ -52,6 +53,9 @@ const ENVELOPE_BYTES: usize = 64 * 1024;
 /// How long open API connections get to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `hookd_due_now` counts at most this many overdue deliveries per scrape.
+const DUE_NOW_CAP: usize = 100_000;
+
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
 
@@ -63,6 +67,7 @@ pub struct Api {
     pub dispatcher: Arc<Dispatcher>,
     pub settings: Arc<Settings>,
     pub guard: Arc<Guard>,
+    pub metrics: Arc<Metrics>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -179,6 +184,7 @@ impl Api {
             (&Method::DELETE, ["v1", "deliveries", id]) => self.cancel(id).await,
             (&Method::POST, ["v1", "deliveries", id, "retry"]) => self.retry(id).await,
             (&Method::GET, ["v1", "health"]) => self.health(),
+            (&Method::GET, ["metrics"]) => self.metrics_text(),
             (_, ["v1", "deliveries"] | ["v1", "deliveries", _] | ["v1", "health"])
             | (_, ["v1", "deliveries", _, "retry"]) => Err(ApiError::new(
                 405,
@@ -202,8 +208,11 @@ impl Api {
         if let Some(existing) = self.existing(&delivery)? {
             return Ok(json(200, &Accepted::of(&existing)));
         }
-        let (change, _claims) = self.insert(delivery)?;
+        let (change, claims) = self.insert(delivery)?;
         let committed = self.store.commit(vec![change]).await.map_err(storage)?;
+        if matches!(committed.outcomes.first(), Some(Outcome::Stored(_))) {
+            claims.iter().for_each(|_| self.metrics.finished("superseded"));
+        }
         match self.settle(committed)?.into_iter().next() {
             Some((status, accepted)) => Ok(json(status, &accepted)),
             None => Err(ApiError::new(500, "internal", "the store did not answer the submission")),
@@ -231,6 +240,7 @@ impl Api {
         }
 
         let committed = self.store.commit(changes).await.map_err(storage)?;
+        claims.iter().for_each(|_| self.metrics.finished("superseded"));
         drop(claims);
         let mut stored = self.settle(committed)?.into_iter();
         let results: Vec<serde_json::Value> = results
@@ -290,6 +300,7 @@ impl Api {
             match outcome {
                 Outcome::Stored(delivery) => {
                     self.schedule(&delivery);
+                    self.metrics.submitted(1);
                     answers.push((201, Accepted::of(&delivery)));
                 }
                 Outcome::Existing(id) => answers.push((200, Accepted::of(&self.load(id)?))),
@@ -378,6 +389,7 @@ impl Api {
             .map_err(storage)?;
         self.wheel.unschedule(id);
         committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
+        self.metrics.finished("cancelled");
         info!(delivery_id = %id, "delivery cancelled");
         Ok(json(200, &DeliveryView::of(&delivery, false, false)))
     }
@@ -431,6 +443,24 @@ impl Api {
                 next_due_at,
             },
         ))
+    }
+
+    fn metrics_text(&self) -> Result<Reply, ApiError> {
+        let start = DueKey { due: 0, id: DeliveryId::from_bytes([0; 16]) };
+        let due_now = self.store.scan_due(start, clock::now_ms(), DUE_NOW_CAP).map_err(storage)?;
+        let text = self.metrics.render(Snapshot {
+            counts: self.store.counts(),
+            in_flight: self.dispatcher.in_flight(),
+            due_now: due_now.len() as u64,
+            store_bytes: self.store.size_on_disk().map_err(storage)?,
+        });
+
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        Ok(response)
     }
 
     fn rules(&self) -> Rules<'_> {

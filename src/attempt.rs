@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::clock::{self, UnixMs};
 use crate::guard::{Denied, DnsFailed, Guard, GuardedResolver};
+use crate::metrics::AttemptClass;
 use crate::record::Delivery;
 use crate::schedule::{self, Outcome};
 use crate::signing::{self, Secret};
@@ -57,6 +58,8 @@ pub struct AttemptReport {
     pub started_at: UnixMs,
     pub duration: Duration,
     pub outcome: Outcome,
+    /// The outcome as the metrics count it.
+    pub class: AttemptClass,
     pub status: Option<u16>,
     /// Why it failed, when no usable status came back.
     pub error: Option<String>,
@@ -98,7 +101,7 @@ impl Sender {
         let result = match self.request(delivery, started_at) {
             Ok(request) => match tokio::time::timeout(timeout, self.exchange(request)).await {
                 Ok(result) => result,
-                Err(_) => Err("timeout".to_owned()),
+                Err(_) => Err(("timeout".to_owned(), AttemptClass::Timeout)),
             },
             Err(error) => Err(error),
         };
@@ -112,14 +115,19 @@ impl Sender {
                     code: response.status,
                     retry_after: response.retry_after,
                 },
+                class: match response.status {
+                    200..=299 => AttemptClass::Success,
+                    _ => AttemptClass::HttpError,
+                },
                 status: Some(response.status),
                 error: None,
                 excerpt: response.excerpt,
             },
-            Err(error) => AttemptReport {
+            Err((error, class)) => AttemptReport {
                 started_at,
                 duration,
                 outcome: Outcome::Failed,
+                class,
                 status: None,
                 error: Some(error),
                 excerpt: None,
@@ -128,12 +136,14 @@ impl Sender {
     }
 
     /// Builds the POST with the contract's headers.
-    fn request(&self, delivery: &Delivery, now: UnixMs) -> Result<Request<Full<Bytes>>, String> {
-        let uri: hyper::Uri = delivery.url.parse().map_err(|_| "invalid url".to_owned())?;
+    fn request(&self, delivery: &Delivery, now: UnixMs) -> Result<Request<Full<Bytes>>, Failure> {
+        let malformed = |what: &str| (what.to_owned(), AttemptClass::ConnectError);
+        let uri: hyper::Uri = delivery.url.parse().map_err(|_| malformed("invalid url"))?;
         if let Some(address) = literal_host(&uri)
             && !self.guard.permits(address)
         {
-            return Err(format!("destination denied: {address} is an internal address"));
+            let reason = format!("destination denied: {address} is an internal address");
+            return Err((reason, AttemptClass::Denied));
         }
 
         let id = delivery.id.to_string();
@@ -147,7 +157,7 @@ impl Sender {
         let own_secret;
         let secrets = match &delivery.signing_secret {
             Some(text) => {
-                own_secret = [Secret::parse(text).map_err(|_| "bad signing secret".to_owned())?];
+                own_secret = [Secret::parse(text).map_err(|_| malformed("bad signing secret"))?];
                 &own_secret[..]
             }
             None => &self.secrets[..],
@@ -159,19 +169,19 @@ impl Sender {
         }
 
         for (name, value) in &delivery.headers {
-            let name = HeaderName::try_from(name.as_str()).map_err(|_| "bad header".to_owned())?;
+            let name = HeaderName::try_from(name.as_str()).map_err(|_| malformed("bad header"))?;
             let value =
-                HeaderValue::try_from(value.as_str()).map_err(|_| "bad header".to_owned())?;
+                HeaderValue::try_from(value.as_str()).map_err(|_| malformed("bad header"))?;
             builder = builder.header(name, value);
         }
 
         builder
             .body(Full::new(Bytes::copy_from_slice(&delivery.payload)))
-            .map_err(|error| format!("cannot build request: {error}"))
+            .map_err(|error| malformed(&format!("cannot build request: {error}")))
     }
 
     /// Sends the request and reads the head and the capped body.
-    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Response, String> {
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Response, Failure> {
         let response = self.client.request(request).await.map_err(|error| describe(&error))?;
 
         let status = response.status().as_u16();
@@ -190,7 +200,10 @@ impl Sender {
                         kept.extend_from_slice(data);
                     }
                 }
-                Some(Err(error)) => return Err(format!("response body: {}", describe(&error))),
+                Some(Err(error)) => {
+                    let (reason, class) = describe(&error);
+                    return Err((format!("response body: {reason}"), class));
+                }
                 None => break,
             }
         }
@@ -200,6 +213,9 @@ impl Sender {
         Ok(Response { status, retry_after, excerpt })
     }
 }
+
+/// Why an attempt failed, and how the metrics count it.
+type Failure = (String, AttemptClass);
 
 struct Response {
     status: u16,
@@ -216,35 +232,40 @@ fn literal_host(uri: &hyper::Uri) -> Option<std::net::IpAddr> {
 }
 
 /// A short reason for a failed exchange, from the deepest known cause.
-fn describe(error: &(dyn StdError + 'static)) -> String {
+fn describe(error: &(dyn StdError + 'static)) -> Failure {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     let mut deepest = error.to_string();
     while let Some(cause) = current {
         if let Some(denied) = cause.downcast_ref::<Denied>() {
-            return denied.to_string();
+            return (denied.to_string(), AttemptClass::Denied);
         }
         if let Some(dns) = cause.downcast_ref::<DnsFailed>() {
-            return dns.to_string();
+            return (dns.to_string(), AttemptClass::ConnectError);
         }
         if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
-            return format!("tls error: {tls}");
+            return (format!("tls error: {tls}"), AttemptClass::TlsError);
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return "connection refused".into(),
-                std::io::ErrorKind::ConnectionReset => return "connection reset".into(),
-                std::io::ErrorKind::ConnectionAborted => return "connection aborted".into(),
-                std::io::ErrorKind::TimedOut => return "timeout".into(),
-                _ => {}
+            let reason = match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => Some("connection refused"),
+                std::io::ErrorKind::ConnectionReset => Some("connection reset"),
+                std::io::ErrorKind::ConnectionAborted => Some("connection aborted"),
+                std::io::ErrorKind::TimedOut => {
+                    return ("timeout".into(), AttemptClass::Timeout);
+                }
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                return (reason.into(), AttemptClass::ConnectError);
             }
         }
         if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>()
             && hyper_error.is_incomplete_message()
         {
-            return "connection closed before the response".into();
+            return ("connection closed before the response".into(), AttemptClass::ConnectError);
         }
         deepest = cause.to_string();
         current = cause.source();
     }
-    deepest
+    (deepest, AttemptClass::ConnectError)
 }

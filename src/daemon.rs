@@ -20,10 +20,11 @@ use crate::claims::Claims;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::guard::Guard;
+use crate::metrics::Metrics;
 use crate::signing::Secret;
 use crate::store::Store;
 use crate::wheel::Wheel;
-use crate::{shutdown, socket, systemd};
+use crate::{retention, shutdown, socket, systemd};
 
 /// Runs the daemon until SIGTERM or SIGINT; `Ok` means a clean stop.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -51,6 +52,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .map(|text| Secret::parse(text).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let claims = Claims::new();
+    let metrics = Arc::new(Metrics::new());
     let (wheel, wheel_handle, due) = Wheel::new(store.clone());
     let dispatcher = Dispatcher::new(
         store.clone(),
@@ -60,6 +62,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.delivery.max_in_flight,
         settings.delivery.max_in_flight_per_host,
         settings.delivery.retry_after_cap,
+        metrics.clone(),
     );
 
     let attempts = TaskTracker::new();
@@ -90,6 +93,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "hookd is ready"
     );
     systemd::ready(&format!("pending {} dead {}", counts.pending, counts.dead));
+    tokio::spawn(retention::run(
+        store.clone(),
+        claims.clone(),
+        settings.retention.clone(),
+        stop.clone(),
+    ));
     tokio::spawn(systemd::run_watchdog(
         store.clone(),
         wheel_handle.clone(),
@@ -104,6 +113,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         dispatcher: dispatcher.clone(),
         settings: settings.clone(),
         guard,
+        metrics,
     });
     api::serve(listener, api, stop.clone()).await;
 

@@ -28,6 +28,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::attempt::{AttemptReport, Sender};
 use crate::claims::Claims;
 use crate::clock;
+use crate::metrics::Metrics;
 use crate::record::{Attempt, Delivery, State};
 use crate::schedule::{self, Next};
 use crate::store::{Change, DueKey, Outcome, Store};
@@ -52,6 +53,7 @@ pub struct Dispatcher {
     retry_after_cap: Duration,
     /// Attempts running right now (a gauge for health and status lines).
     in_flight: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -63,6 +65,7 @@ impl Dispatcher {
         max_in_flight: usize,
         max_in_flight_per_host: usize,
         retry_after_cap: Duration,
+        metrics: Arc<Metrics>,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
             store,
@@ -74,6 +77,7 @@ impl Dispatcher {
             per_host: max_in_flight_per_host,
             retry_after_cap,
             in_flight: AtomicUsize::new(0),
+            metrics,
         })
     }
 
@@ -131,7 +135,7 @@ impl Dispatcher {
         let attempt_number = delivery.attempts.len() as u32 + 1;
         let span =
             info_span!("attempt", delivery_id = %key.id, attempt = attempt_number, host = %host);
-        let next = self.attempt(delivery).instrument(span).await;
+        let next = self.attempt(delivery, key.due).instrument(span).await;
 
         drop(claim);
         drop(slots);
@@ -140,10 +144,17 @@ impl Dispatcher {
     }
 
     /// Makes the attempt and stores its outcome; returns the next due key.
-    async fn attempt(&self, mut delivery: Delivery) -> Option<DueKey> {
+    async fn attempt(&self, mut delivery: Delivery, due: clock::UnixMs) -> Option<DueKey> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let report = self.sender.send(&delivery).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+
+        let late_ms = report.started_at.saturating_sub(due);
+        self.metrics.attempted(
+            report.class,
+            report.duration.as_secs_f64(),
+            late_ms as f64 / 1000.0,
+        );
 
         let ended_at = clock::now_ms();
         let delays: Vec<Duration> =
@@ -159,6 +170,11 @@ impl Dispatcher {
         );
         apply(&mut delivery, next, ended_at);
         log_outcome(&report, next, ended_at);
+        match next {
+            Next::Delivered => self.metrics.finished("delivered"),
+            Next::Dead(_) => self.metrics.finished("dead"),
+            Next::Retry { .. } => {}
+        }
 
         let id = delivery.id;
         match self.store.commit(vec![Change::Put(Box::new(delivery))]).await {

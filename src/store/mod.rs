@@ -287,6 +287,32 @@ impl Store {
         Ok((found, false))
     }
 
+    /// Up to `limit` deliveries in creation order (oldest first), starting
+    /// after `after` (exclusive).
+    pub fn records_after(
+        &self,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let start = match after {
+            Some(id) => {
+                let mut key = keys::record(id);
+                key.push(0);
+                key
+            }
+            None => vec![keys::RECORD],
+        };
+
+        let mut found = Vec::new();
+        for entry in self.inner.tree.range(start..vec![keys::RECORD + 1]).take(limit) {
+            let (key, bytes) = entry?;
+            if let Some(id) = DeliveryId::from_slice(&key[1..]) {
+                found.push(decode(id, &bytes)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// How many deliveries are in each state.
     pub fn counts(&self) -> Counts {
         self.inner.counts.snapshot()
