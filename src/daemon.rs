@@ -59,9 +59,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Sender::new(guard.clone(), secrets),
         claims.clone(),
         wheel_handle.clone(),
-        settings.delivery.max_in_flight,
-        settings.delivery.max_in_flight_per_host,
-        settings.delivery.retry_after_cap,
+        &settings.delivery,
         metrics.clone(),
     );
 

@@ -28,6 +28,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::attempt::{AttemptReport, Sender};
 use crate::claims::Claims;
 use crate::clock;
+use crate::config::DeliverySettings;
 use crate::metrics::Metrics;
 use crate::record::{Attempt, Delivery, State};
 use crate::schedule::{self, Next};
@@ -57,14 +58,14 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// `limits` gives `max_in_flight`, `max_in_flight_per_host` and
+    /// `retry_after_cap`.
     pub fn new(
         store: Store,
         sender: Sender,
         claims: Arc<Claims>,
         wheel: WheelHandle,
-        max_in_flight: usize,
-        max_in_flight_per_host: usize,
-        retry_after_cap: Duration,
+        limits: &DeliverySettings,
         metrics: Arc<Metrics>,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
@@ -72,10 +73,10 @@ impl Dispatcher {
             sender,
             claims,
             wheel,
-            global: Arc::new(Semaphore::new(max_in_flight)),
+            global: Arc::new(Semaphore::new(limits.max_in_flight)),
             hosts: Mutex::new(HashMap::new()),
-            per_host: max_in_flight_per_host,
-            retry_after_cap,
+            per_host: limits.max_in_flight_per_host,
+            retry_after_cap: limits.retry_after_cap,
             in_flight: AtomicUsize::new(0),
             metrics,
         })
