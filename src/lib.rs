@@ -27,6 +27,7 @@ pub mod guard;
 pub mod id;
 pub mod logging;
 pub mod metrics;
+pub mod recent;
 pub mod record;
 pub mod retention;
 pub mod schedule;

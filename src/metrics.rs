@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::recent::{Event, Recent};
 use crate::store::Counts;
 
 /// How an attempt ended, as the `outcome` label says it.
@@ -64,6 +65,8 @@ pub struct Metrics {
     dead: Gauge,
     due_now: Gauge,
     store_bytes: Gauge<u64, AtomicU64>,
+    /// The last minute's submissions, deliveries and failed attempts.
+    pub recent: Recent,
 }
 
 /// Values read when a scrape comes in.
@@ -148,16 +151,23 @@ impl Metrics {
             dead,
             due_now,
             store_bytes,
+            recent: Recent::default(),
         }
     }
 
     pub fn submitted(&self, count: u64) {
         self.submissions.inc_by(count);
+        self.recent.record(Event::Submitted, count);
     }
 
     /// One attempt: its outcome, how long it took, how late it started.
     pub fn attempted(&self, class: AttemptClass, seconds: f64, late_seconds: f64) {
         self.attempts.get_or_create(&OutcomeLabel { outcome: class.as_str() }).inc();
+        let event = match class {
+            AttemptClass::Success => Event::Delivered,
+            _ => Event::AttemptFailed,
+        };
+        self.recent.record(event, 1);
         self.attempt_seconds.observe(seconds);
         self.lateness_seconds.observe(late_seconds.max(0.0));
     }

@@ -166,3 +166,33 @@ pub struct Health {
     /// When the earliest pending delivery is due, unix ms.
     pub next_due_at: Option<UnixMs>,
 }
+
+/// `GET /v1/stats`: what `hookd stats` shows.
+#[derive(Serialize)]
+pub struct Stats {
+    pub version: &'static str,
+    pub pending: u64,
+    pub in_flight: usize,
+    pub delivered: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub superseded: u64,
+    pub last_minute: LastMinute,
+    /// The pending delivery due earliest (the one waiting longest).
+    pub oldest_pending: Option<OldestPending>,
+    pub store_size_bytes: u64,
+}
+
+#[derive(Serialize)]
+pub struct LastMinute {
+    pub submitted: u64,
+    pub delivered: u64,
+    pub failed_attempts: u64,
+}
+
+#[derive(Serialize)]
+pub struct OldestPending {
+    pub id: String,
+    pub created_at: UnixMs,
+    pub next_attempt_at: UnixMs,
+}

@@ -28,6 +28,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod filter;
+
 use crate::claims::{Claim, Claims};
 use crate::clock;
 use crate::config::Settings;
@@ -38,8 +40,11 @@ use crate::metrics::{Metrics, Snapshot};
 use crate::record::{Delivery, State};
 use crate::store::{Change, Committed, DueKey, Outcome, Store, StoreError};
 use crate::submission::{self, Rules};
-use crate::view::{Accepted, ApiError, DeliveryView, Health, Page};
+use crate::view::{
+    Accepted, ApiError, DeliveryView, Health, LastMinute, OldestPending, Page, Stats,
+};
 use crate::wheel::WheelHandle;
+use filter::ListQuery;
 
 /// A client must send its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,9 +60,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `hookd_due_now` counts at most this many overdue deliveries per scrape.
 const DUE_NOW_CAP: usize = 100_000;
-
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 1000;
 
 /// What request handlers share.
 pub struct Api {
@@ -184,8 +186,9 @@ impl Api {
             (&Method::DELETE, ["v1", "deliveries", id]) => self.cancel(id).await,
             (&Method::POST, ["v1", "deliveries", id, "retry"]) => self.retry(id).await,
             (&Method::GET, ["v1", "health"]) => self.health(),
+            (&Method::GET, ["v1", "stats"]) => self.stats(),
             (&Method::GET, ["metrics"]) => self.metrics_text(),
-            (_, ["v1", "deliveries"] | ["v1", "deliveries", _] | ["v1", "health"])
+            (_, ["v1", "deliveries"] | ["v1", "deliveries", _] | ["v1", "health" | "stats"])
             | (_, ["v1", "deliveries", _, "retry"]) => Err(ApiError::new(
                 405,
                 "method_not_allowed",
@@ -317,42 +320,11 @@ impl Api {
     }
 
     fn list(&self, query: &str) -> Result<Reply, ApiError> {
-        let mut state = None;
-        let mut limit = DEFAULT_PAGE;
-        let mut cursor = None;
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            match name.as_ref() {
-                "state" => state = Some(parse_state_filter(&value)?),
-                "limit" => limit = parse_limit(&value)?,
-                "cursor" => {
-                    cursor = Some(parse_id(&value).map_err(|_| {
-                        ApiError::new(
-                            400,
-                            "invalid_cursor",
-                            "cursor must be a next_cursor from an earlier page",
-                        )
-                    })?)
-                }
-                other => {
-                    return Err(ApiError::new(
-                        400,
-                        "invalid_query",
-                        format!("unknown query parameter {other:?}; use state, limit or cursor"),
-                    ));
-                }
-            }
-        }
-
+        let query = ListQuery::parse(query)?;
         let claims = &self.claims;
         let (found, more) = self
             .store
-            .list(cursor, limit, |delivery| match state {
-                None => true,
-                Some(StateFilter::Delivering) => {
-                    delivery.state == State::Pending && claims.is_claimed(delivery.id)
-                }
-                Some(StateFilter::Stored(wanted)) => delivery.state == wanted,
-            })
+            .list(query.cursor, query.limit, |delivery| query.matches(delivery, claims))
             .map_err(storage)?;
 
         let next_cursor =
@@ -445,6 +417,37 @@ impl Api {
         ))
     }
 
+    fn stats(&self) -> Result<Reply, ApiError> {
+        let counts = self.store.counts();
+        let [submitted, delivered, failed_attempts] = self.metrics.recent.last_minute();
+        let oldest_pending = match self.store.first_due().map_err(storage)? {
+            Some(first) => {
+                self.store.get(first.id).map_err(storage)?.map(|delivery| OldestPending {
+                    id: delivery.id.to_string(),
+                    created_at: delivery.created_at,
+                    next_attempt_at: first.due,
+                })
+            }
+            None => None,
+        };
+
+        Ok(json(
+            200,
+            &Stats {
+                version: crate::VERSION,
+                pending: counts.pending,
+                in_flight: self.dispatcher.in_flight(),
+                delivered: counts.delivered,
+                dead: counts.dead,
+                cancelled: counts.cancelled,
+                superseded: counts.superseded,
+                last_minute: LastMinute { submitted, delivered, failed_attempts },
+                oldest_pending,
+                store_size_bytes: self.store.size_on_disk().map_err(storage)?,
+            },
+        ))
+    }
+
     fn metrics_text(&self) -> Result<Reply, ApiError> {
         let start = DueKey { due: 0, id: DeliveryId::from_bytes([0; 16]) };
         let due_now = self.store.scan_due(start, clock::now_ms(), DUE_NOW_CAP).map_err(storage)?;
@@ -478,37 +481,6 @@ impl Api {
             .get(id)
             .map_err(storage)?
             .ok_or_else(|| ApiError::new(404, "not_found", format!("no delivery with id {id}")))
-    }
-}
-
-enum StateFilter {
-    Stored(State),
-    Delivering,
-}
-
-fn parse_state_filter(text: &str) -> Result<StateFilter, ApiError> {
-    if text == "delivering" {
-        return Ok(StateFilter::Delivering);
-    }
-    State::parse(text).map(StateFilter::Stored).ok_or_else(|| {
-        ApiError::new(
-            400,
-            "invalid_state_filter",
-            format!(
-                "state {text:?} is unknown; use pending, delivering, delivered, dead, cancelled or superseded"
-            ),
-        )
-    })
-}
-
-fn parse_limit(text: &str) -> Result<usize, ApiError> {
-    match text.parse::<usize>() {
-        Ok(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
-        _ => Err(ApiError::new(
-            400,
-            "invalid_limit",
-            format!("limit must be a whole number from 1 to {MAX_PAGE}, got {text:?}"),
-        )),
     }
 }
 
