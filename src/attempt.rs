@@ -168,11 +168,16 @@ impl Sender {
             builder = builder.header("webhook-signature", signature);
         }
 
-        for (name, value) in &delivery.headers {
-            let name = HeaderName::try_from(name.as_str()).map_err(|_| malformed("bad header"))?;
-            let value =
-                HeaderValue::try_from(value.as_str()).map_err(|_| malformed("bad header"))?;
-            builder = builder.header(name, value);
+        // A submitted header replaces one hookd set (only User-Agent can be
+        // given; the rest are refused at submission), never doubles it.
+        if let Some(headers) = builder.headers_mut() {
+            for (name, value) in &delivery.headers {
+                let name =
+                    HeaderName::try_from(name.as_str()).map_err(|_| malformed("bad header"))?;
+                let value =
+                    HeaderValue::try_from(value.as_str()).map_err(|_| malformed("bad header"))?;
+                headers.insert(name, value);
+            }
         }
 
         builder

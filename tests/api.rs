@@ -299,7 +299,6 @@ async fn retry_refuses_pending_and_cancelled_deliveries() {
 /// A delivery that the view shows as `delivered` can be retried at once:
 /// the view and the retry agree on whether an attempt is still running.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: the API reads records before their commit is flushed, so a delivery shows delivered while its attempt still holds the claim and retry answers 409 in_flight"]
 async fn retry_right_after_a_final_state_is_accepted() {
     // The window is a flush long; enough tries to hit it on every run.
     const TRIES: usize = 60;

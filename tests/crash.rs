@@ -404,7 +404,6 @@ async fn sigint_stops_the_daemon_cleanly() {
 /// with one clear line, rather than opened as an empty store that has
 /// silently lost every stored delivery.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: after the sled file data/db/db is overwritten or truncated, hookd starts on an empty store and reports pending=0 instead of refusing to open it"]
 async fn damaged_database_is_refused_not_opened_empty() {
     let mut daemon = Daemon::start().await;
     let later = now_ms() + 3_600_000;

@@ -282,7 +282,6 @@ async fn secret_file_with_two_secrets_signs_with_both() {
 /// A submitted `User-Agent` does not produce a second `User-Agent` line:
 /// the receiver sees exactly one.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: a submitted User-Agent header is sent next to hookd's own, so the receiver gets two User-Agent lines"]
 async fn submitted_user_agent_is_not_sent_twice() {
     let receiver = Receiver::start().await;
     let daemon = Daemon::start().await;

@@ -174,7 +174,7 @@ async fn journal_logs_carry_priorities_without_colours_or_timestamps() {
         .env("JOURNAL_STREAM", "8:12345")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = ChildGuard(command.spawn().expect("start hookd"));
+    let child = ChildGuard(command.spawn().expect("start hookd"));
     wait_for_file(&api).await;
     let (status, _) = support::http::call(&api, "GET", "/v1/health", Vec::new()).await.unwrap();
     assert_eq!(status, 200);

@@ -58,6 +58,10 @@ const ENVELOPE_BYTES: usize = 64 * 1024;
 /// How long open API connections get to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an API change waits for an attempt that is recording its
+/// outcome.
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+
 /// `hookd_due_now` counts at most this many overdue deliveries per scrape.
 const DUE_NOW_CAP: usize = 100_000;
 
@@ -79,7 +83,9 @@ type Reply = Response<Full<Bytes>>;
 pub async fn serve(listener: UnixListener, api: Arc<Api>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // half_close: a client that sends its request and then shuts down its
+    // writing side (socat, `nc -N`) still gets its reply.
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).half_close(true);
     let connections = Arc::new(Semaphore::new(api.settings.limits.max_connections));
 
     loop {
@@ -338,7 +344,7 @@ impl Api {
 
     async fn cancel(&self, id: &str) -> Result<Reply, ApiError> {
         let id = parse_id(id)?;
-        let _claim = self.claims.try_claim(id).ok_or_else(|| in_flight(id))?;
+        let _claim = self.claim(id).await?;
         let mut delivery = self.load(id)?;
         if delivery.state != State::Pending {
             return Err(ApiError::new(
@@ -368,7 +374,7 @@ impl Api {
 
     async fn retry(&self, id: &str) -> Result<Reply, ApiError> {
         let id = parse_id(id)?;
-        let _claim = self.claims.try_claim(id).ok_or_else(|| in_flight(id))?;
+        let _claim = self.claim(id).await?;
         let mut delivery = self.load(id)?;
         if !matches!(delivery.state, State::Dead | State::Delivered) {
             return Err(ApiError::new(
@@ -464,6 +470,24 @@ impl Api {
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         );
         Ok(response)
+    }
+
+    /// The claim on `id` for a change made by the API.
+    ///
+    /// While an attempt runs the answer is `409 in_flight`. But an attempt
+    /// that has just ended holds its claim until its outcome is flushed,
+    /// and its new state is readable a moment before that; a caller who saw
+    /// that state and acts on it waits for the claim (up to
+    /// [`CLAIM_WAIT`]) instead of being refused.
+    async fn claim(&self, id: DeliveryId) -> Result<Claim, ApiError> {
+        if let Some(claim) = self.claims.try_claim(id) {
+            return Ok(claim);
+        }
+        let finishing = self.load(id)?.state.is_final();
+        if !finishing {
+            return Err(in_flight(id));
+        }
+        tokio::time::timeout(CLAIM_WAIT, self.claims.claim(id)).await.map_err(|_| in_flight(id))
     }
 
     fn rules(&self) -> Rules<'_> {

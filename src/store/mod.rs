@@ -110,6 +110,10 @@ pub enum StoreError {
     Open { path: PathBuf, source: sled::Error },
     #[error("the database in {path} has layout {found}, which this hookd does not know")]
     UnknownLayout { path: PathBuf, found: u8 },
+    #[error(
+        "the database in {path} is damaged: its files hold data, but not hookd's layout marker; restore it from a backup, or move it away to start empty"
+    )]
+    Damaged { path: PathBuf },
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
     #[error("delivery {id}: {source}")]
@@ -159,6 +163,7 @@ impl Store {
         let lock = lock_data_dir(data_dir)?;
 
         let db_path = data_dir.join("db");
+        let had_data = std::fs::metadata(db_path.join("db")).is_ok_and(|file| file.len() > 0);
         let tree = sled::Config::new()
             .path(&db_path)
             .cache_capacity(cache_capacity_bytes)
@@ -166,7 +171,7 @@ impl Store {
             .open()
             .map_err(|source| StoreError::Open { path: db_path.clone(), source })?;
 
-        check_layout(&tree, &db_path)?;
+        check_layout(&tree, &db_path, had_data)?;
         let counts = Arc::new(AtomicCounts::load(&tree)?);
         let sequence = match tree.get(keys::meta(b"sequence"))? {
             Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
@@ -366,7 +371,12 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
 }
 
 /// Writes the layout byte into a new store, or checks it in an old one.
-fn check_layout(tree: &sled::Db, path: &Path) -> Result<(), StoreError> {
+///
+/// sled may open a damaged database without an error and show it empty. The
+/// layout byte is the first thing hookd writes, so a database file with
+/// content but no layout byte is damaged (or not hookd's), and is refused
+/// rather than silently treated as empty.
+fn check_layout(tree: &sled::Db, path: &Path, had_data: bool) -> Result<(), StoreError> {
     let key = keys::meta(b"layout");
     match tree.get(&key)? {
         Some(found) if found.as_ref() == [STORE_FORMAT] => Ok(()),
@@ -374,6 +384,7 @@ fn check_layout(tree: &sled::Db, path: &Path) -> Result<(), StoreError> {
             path: path.to_owned(),
             found: found.first().copied().unwrap_or(0),
         }),
+        None if had_data => Err(StoreError::Damaged { path: path.to_owned() }),
         None => {
             tree.insert(key, &[STORE_FORMAT])?;
             tree.flush()?;

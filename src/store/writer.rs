@@ -89,10 +89,12 @@ impl Writer {
         round.overlay.put(keys::meta(b"counts"), counts.to_bytes());
         round.overlay.put(keys::meta(b"sequence"), round.sequence.to_be_bytes().to_vec());
         self.tree.apply_batch(round.overlay.into_batch())?;
-        self.tree.flush()?;
 
+        // Reads see the batch from here on, before it is flushed; the
+        // counters follow at once so that they agree with what reads see.
         self.counts.store(&counts);
         self.sequence.store(round.sequence, Ordering::Relaxed);
+        self.tree.flush()?;
         Ok(answers)
     }
 }
