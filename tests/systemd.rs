@@ -250,3 +250,46 @@ fn wait_output(mut guard: ChildGuard) -> String {
     }
     stderr
 }
+
+/// With no flags, the data dir, the socket and the configuration file
+/// follow `$STATE_DIRECTORY`, `$RUNTIME_DIRECTORY` and
+/// `$CONFIGURATION_DIRECTORY`, as systemd sets them.
+#[tokio::test(flavor = "multi_thread")]
+async fn defaults_follow_the_systemd_directories() {
+    let dir = short_temp_dir();
+    let (state, runtime, configuration) =
+        (dir.path().join("state"), dir.path().join("run"), dir.path().join("etc"));
+    for made in [&state, &runtime, &configuration] {
+        std::fs::create_dir(made).unwrap();
+    }
+    std::fs::write(configuration.join("hookd.toml"), "[delivery]\nallow_private_networks = true\n")
+        .unwrap();
+    let receiver = Receiver::start().await;
+
+    let mut command = hookd_command();
+    command
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("STATE_DIRECTORY", &state)
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .env("CONFIGURATION_DIRECTORY", &configuration)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = ChildGuard(command.spawn().expect("start hookd"));
+    let socket = runtime.join("hookd.sock");
+    wait_for_file(&socket).await;
+
+    // The configuration was read: a loopback receiver is allowed.
+    let body = json!({"url": receiver.url("/dirs"), "payload": {}});
+    let (status, _) =
+        support::http::call(&socket, "POST", "/v1/deliveries", body.to_string().into_bytes())
+            .await
+            .unwrap();
+    assert_eq!(status, 201);
+    receiver.wait_for_hits("/dirs", 1, Duration::from_secs(10)).await;
+    assert!(state.join("db").is_dir(), "the database is not in $STATE_DIRECTORY");
+    assert!(!dir.path().join("hookd-data").exists(), "hookd used ./hookd-data");
+
+    terminate(child.0.id());
+    assert!(wait_child(&mut child.0, Duration::from_secs(20)).success());
+}
