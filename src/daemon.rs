@@ -28,6 +28,7 @@ use crate::{retention, shutdown, socket, systemd};
 
 /// Runs the daemon until SIGTERM or SIGINT; `Ok` means a clean stop.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    crate::crash::setup();
     let settings = Arc::new(settings);
     let store = Store::open(&settings.data_dir, settings.cache_capacity_bytes)?;
 

@@ -178,8 +178,10 @@ impl Dispatcher {
         }
 
         let id = delivery.id;
+        crate::crash::point("dispatch.before_record");
         match self.store.commit(vec![Change::Put(Box::new(delivery))]).await {
             Ok(committed) => {
+                crate::crash::point("dispatch.before_schedule");
                 // A final delivery lets the next one of its key go.
                 committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
                 committed.outcomes.into_iter().find_map(|outcome| match outcome {

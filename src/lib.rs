@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod crash;
 pub mod daemon;
 pub mod dispatch;
 pub mod guard;

@@ -61,6 +61,7 @@ pub async fn run(
             .collect();
         if !held.is_empty() {
             let changes = held.iter().map(|(id, _)| Change::Delete(*id)).collect();
+            crate::crash::point("retention.before_delete");
             match store.commit(changes).await {
                 Ok(_) => purged_this_walk += held.len() as u64,
                 Err(error) => warn!(%error, "retention cannot delete expired deliveries"),

@@ -226,6 +226,7 @@ impl Wheel {
 
     /// Loads due keys from the index into the window, in due order.
     fn refill(&mut self) {
+        crate::crash::point("wheel.refill");
         let until = clock::after(clock::now_ms(), HORIZON);
         let mut exhausted = false;
 

@@ -219,6 +219,7 @@ impl Api {
         }
         let (change, claims) = self.insert(delivery)?;
         let committed = self.store.commit(vec![change]).await.map_err(storage)?;
+        crate::crash::point("api.before_reply");
         if matches!(committed.outcomes.first(), Some(Outcome::Stored(_))) {
             claims.iter().for_each(|_| self.metrics.finished("superseded"));
         }
@@ -249,6 +250,7 @@ impl Api {
         }
 
         let committed = self.store.commit(changes).await.map_err(storage)?;
+        crate::crash::point("api.before_reply");
         claims.iter().for_each(|_| self.metrics.finished("superseded"));
         drop(claims);
         let mut stored = self.settle(committed)?.into_iter();

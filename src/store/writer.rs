@@ -79,6 +79,7 @@ impl Writer {
         for changes in jobs {
             let mut committed = Committed::default();
             for change in changes {
+                crate::crash::point("store.mid_round");
                 let outcome = round.change(change, &mut committed.promoted)?;
                 committed.outcomes.push(outcome);
             }
@@ -89,6 +90,7 @@ impl Writer {
         round.overlay.put(keys::meta(b"counts"), counts.to_bytes());
         round.overlay.put(keys::meta(b"sequence"), round.sequence.to_be_bytes().to_vec());
         self.tree.apply_batch(round.overlay.into_batch())?;
+        crate::crash::point("store.before_flush");
 
         // Reads see the batch from here on, before it is flushed; the
         // counters follow at once so that they agree with what reads see.
