@@ -148,6 +148,33 @@ impl Delivery {
     }
 }
 
+/// A pending delivery due at `due`, with a fresh id, for unit tests of the
+/// modules that store and schedule records.
+#[cfg(test)]
+pub(crate) fn pending_for_test(key: Option<&str>, due: UnixMs) -> Delivery {
+    Delivery {
+        id: DeliveryId::generate(),
+        url: "http://127.0.0.1:9/".into(),
+        headers: Vec::new(),
+        payload: b"{}".to_vec(),
+        key: key.map(str::to_owned),
+        idempotency_key: None,
+        coalesce: false,
+        key_seq: None,
+        not_before: due,
+        signing_secret: None,
+        retry_delays_ms: Vec::new(),
+        timeout_ms: 1000,
+        created_at: due,
+        state: State::Pending,
+        next_attempt_at: Some(due),
+        attempts: Vec::new(),
+        round_start: 0,
+        dead_reason: None,
+        updated_at: due,
+    }
+}
+
 /// A record could not be turned into bytes or back.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

@@ -307,27 +307,7 @@ mod tests {
     }
 
     fn pending(due: clock::UnixMs) -> Delivery {
-        Delivery {
-            id: DeliveryId::generate(),
-            url: "http://127.0.0.1:9/".into(),
-            headers: Vec::new(),
-            payload: b"{}".to_vec(),
-            key: None,
-            idempotency_key: None,
-            coalesce: false,
-            key_seq: None,
-            not_before: due,
-            signing_secret: None,
-            retry_delays_ms: Vec::new(),
-            timeout_ms: 1000,
-            created_at: due,
-            state: State::Pending,
-            next_attempt_at: Some(due),
-            attempts: Vec::new(),
-            round_start: 0,
-            dead_reason: None,
-            updated_at: due,
-        }
+        crate::record::pending_for_test(None, due)
     }
 
     /// Plays the whole life of a wheel over a real store: `stored` offsets
