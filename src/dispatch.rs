@@ -111,14 +111,15 @@ impl Dispatcher {
 
     /// Everything that happens to one due key.
     async fn deliver(self: Arc<Self>, key: DueKey, shutdown: CancellationToken) {
-        let Some(first_look) = self.read_pending(key) else {
+        // Only the host is kept while waiting for slots, not the record: a
+        // backlog of many waiting tasks then costs little memory.
+        let Some(host) = self.read_pending(key).map(|first_look| host_key(&first_look.url)) else {
             self.wheel.finished(key.id, None);
             return;
         };
 
         // Waiting for slots ends with shutdown: the delivery stays pending
         // on disk and goes out after the restart.
-        let host = host_key(&first_look.url);
         let slots = tokio::select! {
             () = shutdown.cancelled() => return,
             slots = self.slots(&host) => slots,
