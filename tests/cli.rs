@@ -41,6 +41,21 @@ fn one_error_line(output: &Output) -> String {
     lines[0].to_owned()
 }
 
+/// The cells of a table or field line: text runs separated by two or
+/// more blanks (a cell itself never holds two blanks in a row).
+fn cells(line: &str) -> Vec<String> {
+    line.split("  ").map(str::trim).filter(|cell| !cell.is_empty()).map(str::to_owned).collect()
+}
+
+/// The counts block of `hookd stats` (its first paragraph), by label.
+fn stats_counts(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(cells)
+        .map(|cells| (cells[0].clone(), cells[1].clone()))
+        .collect()
+}
+
 /// Runs `hookd ARGS` with no daemon involved.
 async fn hookd(args: &[&str]) -> Output {
     let mut command = hookd_command();
@@ -142,37 +157,70 @@ async fn cli_submit_with_a_repeated_idempotency_key_prints_the_same_id() {
     assert_eq!(receiver.hits("/idem").len(), 1);
 }
 
-/// `get` prints the delivery as indented JSON; with `--json`, one compact
-/// line of the same value.
+/// `get` prints a summary block (with relative times) and the attempts
+/// table; with `--json`, one compact line: the daemon's reply as sent,
+/// payload bytes included.
 #[tokio::test(flavor = "multi_thread")]
-async fn cli_get_prints_pretty_json_and_json_flag_prints_compact() {
+async fn cli_get_prints_a_summary_and_json_flag_prints_the_reply() {
+    let receiver = Receiver::start().await;
+    receiver.script("/got", vec![Reply::status(500).body("try\nlater"), Reply::ok()]);
     let daemon = Daemon::start().await;
     let deliver_at = now_ms() + 3_600_000;
-    let id = daemon
-        .submit_id(
-            json!({"url": "http://127.0.0.1:9/x", "payload": {"p": 1}, "deliver_at": deliver_at}),
-        )
+    let waiting = daemon
+        .submit_id(json!({"url": "http://127.0.0.1:9/x", "key": "task-7", "payload": {"p": 1}, "deliver_at": deliver_at}))
         .await;
+    let tried = daemon
+        .submit_id(json!({"url": receiver.url("/got"), "payload": 2, "retry_delays_s": [0.2]}))
+        .await;
+    daemon.wait_for_state(&tried, "delivered", SHORT).await;
 
-    let pretty = daemon.cli(&["get", &id]).await;
-    let compact = daemon.cli(&["--json", "get", &id]).await;
+    let human = daemon.cli(&["get", &waiting]).await;
+    let compact = daemon.cli(&["--json", "get", &waiting]).await;
+    let with_attempts = daemon.cli(&["get", &tried]).await;
 
-    assert_exit(&pretty, 0);
+    assert_exit(&human, 0);
+    let text = stdout(&human);
+    let fields: HashMap<String, String> = text
+        .lines()
+        .map(cells)
+        .filter(|cells| cells.len() == 2)
+        .map(|c| (c[0].clone(), c[1].clone()))
+        .collect();
+    assert_eq!(fields["id"], waiting);
+    assert_eq!(fields["state"], "pending");
+    assert_eq!(fields["key"], "task-7");
+    assert_eq!(fields["url"], "http://127.0.0.1:9/x");
+    assert!(fields["created"].starts_with("now") || fields["created"].contains("s ago"), "{text}");
+    assert!(fields["next attempt"].starts_with("in 59m"), "{text}");
+    assert!(
+        fields["payload"].starts_with(r#"{"p": 1}"#) || fields["payload"].starts_with(r#"{"p":1}"#),
+        "{text}"
+    );
+    assert!(text.contains("no attempts yet"), "{text}");
+
     assert_exit(&compact, 0);
-    let pretty_text = stdout(&pretty);
     let compact_text = stdout(&compact);
-    assert!(pretty_text.lines().count() > 5 && pretty_text.contains("\n  \""), "{pretty_text}");
     assert_eq!(compact_text.trim_end().lines().count(), 1, "{compact_text}");
-    let pretty_value: Value = serde_json::from_str(&pretty_text).unwrap();
-    let compact_value: Value = serde_json::from_str(&compact_text).unwrap();
-    assert_eq!(pretty_value, compact_value);
-    assert_eq!(pretty_value["id"], id.as_str());
-    assert_eq!(pretty_value["state"], "pending");
-    assert_eq!(pretty_value["payload"], json!({"p": 1}));
+    let value: Value = serde_json::from_str(&compact_text).unwrap();
+    assert_eq!(value["id"], waiting.as_str());
+    assert_eq!(value["state"], "pending");
+    assert_eq!(value["payload"], json!({"p": 1}));
+    assert!(compact_text.starts_with(r#"{"id":"#), "kept in the daemon's order: {compact_text}");
+
+    assert_exit(&with_attempts, 0);
+    let text = stdout(&with_attempts);
+    let table: Vec<Vec<String>> =
+        text.lines().skip_while(|line| !line.starts_with("N ")).map(cells).collect();
+    assert_eq!(table[0], ["N", "STARTED", "DURATION", "STATUS", "ERROR", "RESPONSE"], "{text}");
+    assert_eq!(table.len(), 3, "{text}");
+    assert_eq!((table[1][0].as_str(), table[1][3].as_str()), ("1", "500"), "{text}");
+    assert!(table[1][1] == "now" || table[1][1].ends_with("s ago"), "{text}");
+    assert_eq!(table[1][5], "try later", "the excerpt is kept on one line: {text}");
+    assert_eq!((table[2][0].as_str(), table[2][3].as_str()), ("2", "200"), "{text}");
 }
 
-/// `list` prints a table with the columns ID STATE ATTEMPTS URL, filters
-/// with `--state`, and points to the next page.
+/// `list` prints a table with the columns ID STATE ATTEMPTS LAST NEXT AGE
+/// URL, filters with `--state`, and points to the next page.
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_list_prints_a_table_and_filters_by_state() {
     let receiver = Receiver::start().await;
@@ -189,13 +237,15 @@ async fn cli_list_prints_a_table_and_filters_by_state() {
     let first_page = daemon.cli(&["list", "--limit", "1"]).await;
 
     assert_exit(&all, 0);
-    let rows: Vec<Vec<String>> = stdout(&all)
-        .lines()
-        .map(|line| line.split_whitespace().map(str::to_owned).collect())
-        .collect();
-    assert_eq!(rows[0], ["ID", "STATE", "ATTEMPTS", "URL"]);
-    assert_eq!(rows[1], [waiting.as_str(), "pending", "0", "http://127.0.0.1:9/w"]);
-    assert_eq!(rows[2], [sent.as_str(), "delivered", "1", sent_url.as_str()]);
+    let rows: Vec<Vec<String>> = stdout(&all).lines().map(cells).collect();
+    assert_eq!(rows[0], ["ID", "STATE", "ATTEMPTS", "LAST", "NEXT", "AGE", "URL"]);
+    assert_eq!(rows[1][..5], [waiting.as_str(), "pending", "0", "-", "in 59m"]);
+    assert_eq!(rows[1][6], "http://127.0.0.1:9/w");
+    assert_eq!(rows[2][..5], [sent.as_str(), "delivered", "1", "200", "-"]);
+    assert_eq!(rows[2][6], sent_url.as_str());
+    for row in &rows[1..] {
+        assert!(row[5] == "now" || row[5].ends_with("s ago"), "AGE: {row:?}");
+    }
     assert_eq!(rows.len(), 3);
     assert_exit(&pending, 0);
     let pending_text = stdout(&pending);
@@ -209,8 +259,9 @@ async fn cli_list_prints_a_table_and_filters_by_state() {
     );
 }
 
-/// `retry` and `cancel` exit 0 when done and 1, with the daemon's reason
-/// on one stderr line, when the daemon refuses.
+/// `retry` and `cancel` exit 0 when done, saying what they did (the view
+/// with `--json`), and 1, with the daemon's reason on one stderr line,
+/// when the daemon refuses.
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_retry_and_cancel_exit_0_when_done_and_1_when_refused() {
     let receiver = Receiver::start().await;
@@ -225,19 +276,29 @@ async fn cli_retry_and_cancel_exit_0_when_done_and_1_when_refused() {
         .cli(&["submit", "--url", "http://127.0.0.1:9/c", "--data", "1", "--deliver-at", &later])
         .await;
     let pending = stdout(&submitted).trim().to_owned();
+    let other = daemon
+        .submit_id(json!({"url": "http://127.0.0.1:9/c", "payload": 1, "deliver_at": now_ms() + 3_600_000}))
+        .await;
 
     let retried = cli_retry(&daemon, &dead).await;
-    let cancelled = daemon.cli(&["cancel", &pending]).await;
+    let cancelled = daemon.cli(&["--json", "cancel", &pending]).await;
+    let cancelled_human = daemon.cli(&["cancel", &other]).await;
     let cancelled_again = daemon.cli(&["cancel", &pending]).await;
     let retry_cancelled = daemon.cli(&["retry", &pending]).await;
     let get_unknown = daemon.cli(&["get", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]).await;
 
     assert_exit(&retried, 0);
-    assert_eq!(serde_json::from_str::<Value>(&stdout(&retried)).unwrap()["state"], "pending");
+    assert!(
+        stdout(&retried).starts_with(&format!("requeued {dead} (pending")),
+        "{}",
+        stdout(&retried)
+    );
     let view = daemon.wait_for_state(&dead, "delivered", SHORT).await;
     assert_eq!(attempts(&view).len(), 2);
     assert_exit(&cancelled, 0);
     assert_eq!(serde_json::from_str::<Value>(&stdout(&cancelled)).unwrap()["state"], "cancelled");
+    assert_exit(&cancelled_human, 0);
+    assert_eq!(stdout(&cancelled_human).trim(), format!("cancelled {other} (cancelled)"));
     for (output, code) in [
         (&cancelled_again, "invalid_state"),
         (&retry_cancelled, "invalid_state"),
@@ -250,32 +311,53 @@ async fn cli_retry_and_cancel_exit_0_when_done_and_1_when_refused() {
     }
 }
 
-/// `stats` prints the counts by state on one line; `--json stats` prints
-/// the health reply.
+/// `stats` prints the counts by state, the last minute's rates, the
+/// oldest pending delivery and the store size; `--json stats` prints the
+/// stats reply.
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_stats_prints_counts_by_state() {
     let daemon = Daemon::start().await;
     let later = now_ms() + 3_600_000;
+    let mut ids = Vec::new();
     for _ in 0..2 {
-        daemon
-            .submit(json!({"url": "http://127.0.0.1:9/s", "payload": 1, "deliver_at": later}))
-            .await;
+        ids.push(
+            daemon
+                .submit_id(
+                    json!({"url": "http://127.0.0.1:9/s", "payload": 1, "deliver_at": later}),
+                )
+                .await,
+        );
     }
 
     let human = daemon.cli(&["stats"]).await;
     let machine = daemon.cli(&["--json", "stats"]).await;
 
     assert_exit(&human, 0);
-    let words: Vec<String> = stdout(&human).split_whitespace().map(str::to_owned).collect();
-    let counts: HashMap<&str, &str> =
-        words.chunks(2).map(|pair| (pair[0].as_str(), pair[1].as_str())).collect();
-    assert_eq!(counts["pending"], "2", "{words:?}");
-    assert_eq!(counts["in_flight"], "0");
+    let text = stdout(&human);
+    let counts = stats_counts(&text);
+    assert_eq!(counts["pending"], "2", "{text}");
+    assert_eq!(counts["in flight"], "0");
     assert_eq!(counts["delivered"], "0");
     assert_eq!(counts["dead"], "0");
+    assert_eq!(counts["cancelled"], "0");
+    assert_eq!(counts["superseded"], "0");
+    let fields: HashMap<String, String> = text
+        .lines()
+        .map(cells)
+        .filter(|cells| cells.len() == 2)
+        .map(|cells| (cells[0].clone(), cells[1].clone()))
+        .collect();
+    let field =
+        |name: &str| fields.get(name).unwrap_or_else(|| panic!("no {name}: {text}")).clone();
+    assert_eq!(field("submitted"), "2/min");
+    assert_eq!(field("failed attempts"), "0/min");
+    let oldest = field("oldest pending");
+    assert!(ids.iter().any(|id| oldest.starts_with(id.as_str())), "{oldest}");
+    assert!(oldest.contains("waiting ") && oldest.contains("next attempt in 59m"), "{oldest}");
+    assert!(field("store size").ends_with("B"), "{text}");
     assert_exit(&machine, 0);
-    let health: Value = serde_json::from_str(&stdout(&machine)).unwrap();
-    assert_eq!((&health["status"], &health["pending"]), (&json!("ok"), &json!(2)));
+    let stats: Value = serde_json::from_str(&stdout(&machine)).unwrap();
+    assert_eq!((&stats["pending"], &stats["last_minute"]["submitted"]), (&json!(2), &json!(2)));
 }
 
 /// With no daemon on the socket, every client verb exits 3 with one line
@@ -287,13 +369,17 @@ async fn cli_without_a_daemon_exits_3() {
     let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     let id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
-    let verbs: [&[&str]; 6] = [
+    let verbs: [&[&str]; 10] = [
         &["submit", "--url", "http://127.0.0.1:9/x", "--data", "1"],
         &["get", id],
         &["list"],
+        &["list", "--all"],
         &["retry", id],
+        &["retry", "--state", "dead"],
         &["cancel", id],
+        &["cancel", "--state", "pending", "--host", "example.com"],
         &["stats"],
+        &["watch", "--for-secs", "5"],
     ];
 
     for socket in [&missing, &stale] {
@@ -319,12 +405,14 @@ async fn cli_uses_hookd_socket_from_the_environment() {
     let output = run_bounded(command, None, SHORT).await;
 
     assert_exit(&output, 0);
-    assert!(stdout(&output).starts_with("pending 0"), "{}", stdout(&output));
+    assert_eq!(stats_counts(&stdout(&output))["pending"], "0", "{}", stdout(&output));
 }
 
 /// Bad command lines exit 2 before any daemon is asked: an unknown flag
 /// or verb, a missing argument, a payload that is not JSON, a malformed
-/// header, a limit that is not a number.
+/// header, a limit that is not a number or out of range, an unknown
+/// state, `--coalesce` without `--key`, a bulk verb without `--state` or
+/// with a state it cannot apply to, an ID together with a filter.
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_bad_command_lines_exit_2() {
     let dir = short_temp_dir();
@@ -342,6 +430,18 @@ async fn cli_bad_command_lines_exit_2() {
         vec!["submit", "--url", url, "--data", "1", "-H", "NoColonHere"],
         vec!["submit", "--url", url, "--data", "1", "--retry-delays", "soon"],
         vec!["list", "--limit", "lots"],
+        vec!["list", "--limit", "0"],
+        vec!["list", "--state", "lost"],
+        vec!["submit", "--url", url, "--data", "1", "--coalesce"],
+        vec!["retry"],
+        vec!["retry", "--host", "127.0.0.1"],
+        vec!["retry", "--state", "pending"],
+        vec!["cancel"],
+        vec!["cancel", "--key", "k"],
+        vec!["cancel", "--state", "dead"],
+        vec!["retry", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "--state", "dead"],
+        vec!["watch", "--interval-ms", "1"],
+        vec!["completions", "tcsh"],
     ] {
         let mut full = vec!["--socket", socket];
         full.extend_from_slice(&args);
@@ -418,4 +518,307 @@ async fn serve_on_an_unusable_data_dir_exits_with_one_line() {
     let line = one_error_line(&output);
     assert!(line.contains("plain-file"), "{line}");
     assert!(!socket.exists(), "the socket was created although the store could not open");
+}
+
+/// Submits a delivery that waits an hour, to `url`, with `key` if given.
+async fn submit_waiting(daemon: &Daemon, url: &str, key: Option<&str>) -> String {
+    let mut request = json!({"url": url, "payload": 1, "deliver_at": now_ms() + 3_600_000});
+    if let Some(key) = key {
+        request["key"] = json!(key);
+    }
+    daemon.submit_id(request).await
+}
+
+/// Text for people never carries escape codes when stdout is not a
+/// terminal (tests capture it, so it never is); `--color always` does.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_output_has_no_colour_unless_stdout_is_a_terminal() {
+    let daemon = Daemon::start().await;
+    let id = submit_waiting(&daemon, "http://127.0.0.1:9/c", None).await;
+
+    let outputs = [
+        daemon.cli(&["list"]).await,
+        daemon.cli(&["get", &id]).await,
+        daemon.cli(&["stats"]).await,
+        daemon.cli(&["--color", "auto", "list", "--all"]).await,
+    ];
+    let forced = daemon.cli(&["--color", "always", "list"]).await;
+
+    for output in &outputs {
+        assert_exit(output, 0);
+        assert!(!stdout(output).contains('\u{1b}'), "{:?}", stdout(output));
+        assert!(stdout(output).contains("pending"), "{}", stdout(output));
+    }
+    assert_exit(&forced, 0);
+    assert!(stdout(&forced).contains("\u{1b}["), "{:?}", stdout(&forced));
+}
+
+/// `--json` prints one JSON document per verb: list (one page and all
+/// pages joined), get, stats and submit.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_json_output_of_every_verb_parses() {
+    let daemon = Daemon::start().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(submit_waiting(&daemon, "http://127.0.0.1:9/j", None).await);
+    }
+
+    let page = daemon.cli(&["--json", "list", "--limit", "2"]).await;
+    let all = daemon.cli(&["--json", "list", "--all", "--limit", "2"]).await;
+    let all_human = daemon.cli(&["list", "--all", "--limit", "2"]).await;
+    let get = daemon.cli(&["--json", "get", &ids[0]]).await;
+    let stats = daemon.cli(&["--json", "stats"]).await;
+    let submit = daemon
+        .cli(&[
+            "--json",
+            "submit",
+            "--url",
+            "http://127.0.0.1:9/j",
+            "--data",
+            "[]",
+            "--deliver-at",
+            &(now_ms() + 3_600_000).to_string(),
+        ])
+        .await;
+
+    let parse = |output: &Output| -> Value {
+        assert_exit(output, 0);
+        assert_eq!(stdout(output).trim_end().lines().count(), 1, "{}", stdout(output));
+        serde_json::from_str(&stdout(output)).unwrap()
+    };
+    let page = parse(&page);
+    assert_eq!(page["deliveries"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_cursor"], ids[3].as_str());
+    let all = parse(&all);
+    let listed: Vec<&str> = all["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|view| view["id"].as_str().unwrap())
+        .collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+    assert_eq!(all["next_cursor"], Value::Null);
+    assert_exit(&all_human, 0);
+    assert_eq!(stdout(&all_human).lines().count(), 6, "{}", stdout(&all_human));
+    assert!(!stdout(&all_human).contains("more:"), "{}", stdout(&all_human));
+    assert_eq!(parse(&get)["id"], ids[0].as_str());
+    assert_eq!(parse(&stats)["pending"], 5);
+    assert_eq!(parse(&submit)["state"], "pending");
+}
+
+/// `retry --state dead --host H` requeues exactly the dead deliveries to
+/// H: dead ones elsewhere, and pending or delivered ones to H, stay as
+/// they were; the summary counts them, and `--json` gives the summary as
+/// an object. Without `--state` nothing is asked and the exit code is 2.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_bulk_retry_requeues_exactly_the_dead_deliveries_of_one_host() {
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start().await;
+    let mut dead_here = Vec::new();
+    for n in 0..3 {
+        let path = format!("/bulk{n}");
+        receiver.script(&path, vec![Reply::status(500), Reply::ok()]);
+        let request = json!({"url": receiver.url(&path), "payload": n, "retry_delays_s": []});
+        dead_here.push(daemon.submit_id(request).await);
+    }
+    // `localhost` is the loopback address under another host name: the
+    // filter tells hosts apart by name. Nothing listens on port 9.
+    let mut dead_elsewhere = Vec::new();
+    for n in 0..2 {
+        let request =
+            json!({"url": "http://localhost:9/other", "payload": n, "retry_delays_s": []});
+        dead_elsewhere.push(daemon.submit_id(request).await);
+    }
+    let delivered = daemon.submit_id(json!({"url": receiver.url("/fine"), "payload": 1})).await;
+    let pending = submit_waiting(&daemon, &receiver.url("/later"), None).await;
+    for id in dead_here.iter().chain(&dead_elsewhere) {
+        daemon.wait_for_state(id, "dead", SHORT).await;
+    }
+    daemon.wait_for_state(&delivered, "delivered", SHORT).await;
+
+    let unfiltered = daemon.cli(&["retry", "--host", "127.0.0.1"]).await;
+    let retried = daemon.cli(&["retry", "--state", "dead", "--host", "127.0.0.1"]).await;
+
+    assert_exit(&unfiltered, 2);
+    assert!(one_error_line(&unfiltered).contains("--state"), "{}", stderr(&unfiltered));
+    assert_exit(&retried, 0);
+    assert_eq!(stdout(&retried).trim(), "requeued 3 of 3 dead deliveries to 127.0.0.1");
+    for id in &dead_here {
+        let view = daemon.wait_for_state(id, "delivered", SHORT).await;
+        assert_eq!(attempts(&view).len(), 2, "{view}");
+    }
+    for id in &dead_elsewhere {
+        let view = daemon.get(id).await;
+        assert_eq!((view["state"].as_str(), attempts(&view).len()), (Some("dead"), 1), "{view}");
+    }
+    assert_eq!(attempts(&daemon.get(&delivered).await).len(), 1);
+    assert_eq!(daemon.get(&pending).await["state"], "pending");
+
+    let summary = daemon.cli(&["--json", "retry", "--state", "dead", "--host", "localhost"]).await;
+
+    assert_exit(&summary, 0);
+    let summary: Value = serde_json::from_str(&stdout(&summary)).unwrap();
+    assert_eq!(
+        (&summary["matched"], &summary["done"], &summary["refused"]),
+        (&json!(2), &json!(2), &json!(0))
+    );
+    for id in &dead_elsewhere {
+        daemon.wait_for_attempts(id, 2, SHORT).await;
+    }
+}
+
+/// `cancel --state pending --key K` cancels the pending deliveries of K
+/// and no others.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_bulk_cancel_cancels_what_the_filter_matches() {
+    let daemon = Daemon::start().await;
+    let mut batch_a = Vec::new();
+    for _ in 0..3 {
+        batch_a.push(submit_waiting(&daemon, "http://127.0.0.1:9/a", Some("batch-a")).await);
+    }
+    let batch_b = submit_waiting(&daemon, "http://127.0.0.1:9/b", Some("batch-b")).await;
+    let unkeyed = submit_waiting(&daemon, "http://127.0.0.1:9/c", None).await;
+
+    let cancelled = daemon.cli(&["cancel", "--state", "pending", "--key", "batch-a"]).await;
+
+    assert_exit(&cancelled, 0);
+    assert_eq!(stdout(&cancelled).trim(), "cancelled 3 of 3 pending deliveries with key batch-a");
+    assert!(
+        stderr(&cancelled).is_empty(),
+        "no progress when stderr is not a terminal: {}",
+        stderr(&cancelled)
+    );
+    for id in &batch_a {
+        assert_eq!(daemon.get(id).await["state"], "cancelled");
+    }
+    assert_eq!(daemon.get(&batch_b).await["state"], "pending");
+    assert_eq!(daemon.get(&unkeyed).await["state"], "pending");
+}
+
+/// A bulk cancel that meets a delivery with an attempt running cancels
+/// the others, counts the refusal by its reason, and exits 1 with one
+/// line on stderr.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_bulk_cancel_counts_refusals_and_exits_1() {
+    let receiver = Receiver::start().await;
+    receiver.script("/hang", vec![Reply::never()]);
+    let daemon = Daemon::start().await;
+    let running = daemon
+        .submit_id(json!({"url": receiver.url("/hang"), "payload": 1, "timeout_ms": 30_000}))
+        .await;
+    receiver.wait_for_hits("/hang", 1, SHORT).await;
+    let waiting = submit_waiting(&daemon, "http://127.0.0.1:9/w", None).await;
+
+    let output = daemon.cli(&["cancel", "--state", "pending"]).await;
+    let json_output = daemon.cli(&["--json", "cancel", "--state", "pending"]).await;
+
+    assert_exit(&output, 1);
+    assert_eq!(
+        stdout(&output).trim(),
+        "cancelled 1 of 2 pending deliveries; refused 1 (in_flight 1)"
+    );
+    assert!(one_error_line(&output).contains("refused 1 of 2"), "{}", stderr(&output));
+    assert_eq!(daemon.get(&waiting).await["state"], "cancelled");
+    assert_eq!(daemon.get(&running).await["state"], "delivering");
+    assert_exit(&json_output, 1);
+    let summary: Value = serde_json::from_str(&stdout(&json_output)).unwrap();
+    assert_eq!(summary["reasons"], json!({"in_flight": 1}));
+    assert_eq!(summary["refusals"], json!([{"id": running, "code": "in_flight"}]));
+}
+
+/// `watch` prints one line per change of a delivery that goes pending →
+/// delivering → delivered, and exits after `--count` lines; `--json`
+/// prints the same changes as one object per line.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_watch_prints_a_line_per_change_until_count() {
+    let receiver = Receiver::start().await;
+    // The slow answer keeps the attempt visible for several polls.
+    receiver.script("/watched", vec![Reply::ok().after(Duration::from_millis(800))]);
+    let daemon = Daemon::start().await;
+    let old = submit_waiting(&daemon, "http://127.0.0.1:9/old", None).await;
+    let watch = |json: bool| {
+        let mut command = hookd_command();
+        command.arg("--socket").arg(daemon.socket());
+        if json {
+            command.arg("--json");
+        }
+        command.args(["watch", "--interval-ms", "100", "--count", "3", "--for-secs", "20"]);
+        tokio::spawn(run_bounded(command, None, Duration::from_secs(30)))
+    };
+    let human = watch(false);
+    let machine = watch(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let id = daemon
+        .submit_id(
+            json!({"url": receiver.url("/watched"), "payload": 1, "deliver_at": now_ms() + 2_000}),
+        )
+        .await;
+    let human = human.await.unwrap();
+    let machine = machine.await.unwrap();
+
+    assert_exit(&human, 0);
+    let text = stdout(&human);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(!text.contains(&old), "a delivery from before the watch is not new: {text}");
+    for line in &lines {
+        let clock = line.split_whitespace().next().unwrap();
+        assert!(clock.len() == 8 && clock.chars().filter(|c| *c == ':').count() == 2, "{line}");
+        assert!(line.contains(&id), "{line}");
+    }
+    assert!(
+        lines[0].contains("new → pending") && lines[0].contains(&receiver.url("/watched")),
+        "{text}"
+    );
+    assert!(lines[1].contains("pending → delivering"), "{text}");
+    assert!(lines[2].contains("delivering → delivered  (attempt 1, 200)"), "{text}");
+
+    assert_exit(&machine, 0);
+    let changes: Vec<Value> =
+        stdout(&machine).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let steps: Vec<(Value, Value)> =
+        changes.iter().map(|change| (change["from"].clone(), change["to"].clone())).collect();
+    assert_eq!(
+        steps,
+        [
+            (Value::Null, json!("pending")),
+            (json!("pending"), json!("delivering")),
+            (json!("delivering"), json!("delivered")),
+        ]
+    );
+    assert!(changes.iter().all(|change| change["id"] == id.as_str()));
+    assert_eq!(changes[2]["last_attempt"]["status"], 200);
+}
+
+/// `completions` prints a completion script for bash, zsh and fish.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_completions_print_a_script() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = hookd(&["completions", shell]).await;
+
+        assert_exit(&output, 0);
+        let script = stdout(&output);
+        assert!(script.lines().count() > 10 && script.contains("hookd"), "{shell}: {script}");
+        assert!(script.contains("watch") && script.contains("state"), "{shell}: {script}");
+    }
+    let bash = stdout(&hookd(&["completions", "bash"]).await);
+    assert!(bash.contains("complete -F _hookd"), "{bash}");
+}
+
+/// `submit --coalesce` supersedes the older pending delivery of its key.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_submit_with_coalesce_supersedes_the_older_delivery_of_its_key() {
+    let daemon = Daemon::start().await;
+    let later = (now_ms() + 3_600_000).to_string();
+    let args = ["submit", "--url", "http://127.0.0.1:9/k", "--data", "1", "--key", "task"];
+
+    let first = daemon.cli(&[&args[..], &["--deliver-at", &later]].concat()).await;
+    let second = daemon.cli(&[&args[..], &["--deliver-at", &later, "--coalesce"]].concat()).await;
+
+    assert_exit(&first, 0);
+    assert_exit(&second, 0);
+    assert_eq!(daemon.get(stdout(&first).trim()).await["state"], "superseded");
+    assert_eq!(daemon.get(stdout(&second).trim()).await["state"], "pending");
 }

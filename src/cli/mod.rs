@@ -1,35 +1,70 @@
 //! The command line: `hookd serve` and the client verbs.
 //!
-//! Client verbs print what a person wants to read on stdout and errors as
-//! one line on stderr. Exit codes (also in the README):
+//! This module owns the flags (clap), the choice between text for people
+//! and `--json` for scripts, and the exit codes. Talking to the socket is
+//! [`crate::client`]'s; the submodules do one verb family each:
+//! [`submit`] builds submissions, [`query`] filters and pages the list,
+//! [`render`] and [`output`] make the text, [`bulk`] retries or cancels
+//! many deliveries, [`watch`] streams changes.
+//!
+//! Client verbs print what a person wants to read on stdout (colour only
+//! on a terminal) and errors as one line on stderr. Exit codes (also in
+//! the README):
 //!
 //! | code | meaning |
 //! | --- | --- |
-//! | 0 | success |
-//! | 1 | the daemon refused the request, or `serve` failed at start or while running |
+//! | 0 | success; also when stdout's reader went away (`hookd list \| head -1`) |
+//! | 1 | the daemon refused the request (for a bulk verb: any delivery), or `serve` failed at start or while running |
 //! | 2 | bad command line or configuration |
 //! | 3 | the daemon could not be reached |
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hyper::Method;
-use serde_json::Value;
 
-use crate::client::{self, ClientError};
+pub mod bulk;
+pub mod output;
+pub mod query;
+pub mod render;
+pub mod reply;
+pub mod submit;
+pub mod watch;
+
+use crate::client::{Client, ClientError, Reply};
 use crate::config::{self, FileConfig, Overrides, Settings};
+use bulk::Action;
+use output::{ColorChoice, Palette};
+use query::{Filter, MAX_PAGE, MAX_ROWS};
+use reply::{Accepted, Page, RawPage, Stats, View};
+use submit::SubmitArgs;
+use watch::WatchArgs;
+
+/// How many deliveries `list` shows when `--limit` is not given.
+const DEFAULT_PAGE: usize = 50;
 
 #[derive(Parser, Debug)]
 #[command(name = "hookd", version, about = "A durable webhook sender", propagate_version = true)]
 pub struct Cli {
     /// The API socket [default: $RUNTIME_DIRECTORY/hookd.sock or ./hookd.sock]
-    #[arg(long, global = true, env = "HOOKD_SOCKET")]
+    #[arg(long, global = true, env = "HOOKD_SOCKET", help_heading = "Global options")]
     pub socket: Option<PathBuf>,
 
-    /// Print the daemon's JSON replies as they are, for scripts.
-    #[arg(long, global = true)]
+    /// Print the daemon's JSON replies as they are (bulk verbs: a JSON
+    /// summary; watch: one object per change), for scripts.
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
+
+    /// Colour the output: auto (a terminal, unless NO_COLOR is set),
+    /// always or never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = ColorChoice::Auto,
+        help_heading = "Global options"
+    )]
+    pub color: ColorChoice,
 
     #[command(subcommand)]
     pub command: Command,
@@ -48,51 +83,59 @@ pub enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Submit one delivery and print its id.
-    Submit {
-        /// The callback URL (http:// or https://).
-        #[arg(long)]
-        url: String,
-        /// Ordering key, for example the task id.
-        #[arg(long)]
-        key: Option<String>,
-        /// A repeated submission with this key returns the first delivery.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-        /// An extra request header, 'Name: value'; may be repeated.
-        #[arg(short = 'H', long = "header")]
-        headers: Vec<String>,
-        /// The JSON payload, or @FILE to read it from a file; stdin when absent.
-        #[arg(long)]
-        data: Option<String>,
-        /// Seconds between attempts, comma-separated (default from the daemon).
-        #[arg(long, value_delimiter = ',')]
-        retry_delays: Option<Vec<f64>>,
-        /// Attempt timeout in milliseconds (default from the daemon).
-        #[arg(long)]
-        timeout_ms: Option<u64>,
-        /// First attempt not before this unix time in milliseconds.
-        #[arg(long)]
-        deliver_at: Option<u64>,
-    },
+    Submit(SubmitArgs),
     /// Show one delivery with its attempts.
-    Get { id: String },
+    Get {
+        /// The delivery's id.
+        id: String,
+    },
     /// List deliveries, newest first.
     List {
-        /// pending, delivering, delivered, dead, cancelled or superseded.
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        #[command(flatten)]
+        filter: Filter,
+        /// Deliveries per page, 1 to 1000 [default: 50; with --all: 1000]
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: Option<u16>,
         /// The next_cursor of an earlier page.
         #[arg(long)]
         cursor: Option<String>,
+        /// Follow next_cursor to the end (at most 100000 deliveries).
+        #[arg(long)]
+        all: bool,
     },
-    /// Make a dead or delivered delivery due again now.
-    Retry { id: String },
-    /// Cancel a pending delivery.
-    Cancel { id: String },
-    /// Counts of deliveries by state.
+    /// Make dead or delivered deliveries due again now.
+    ///
+    /// Give the ID of one delivery, or --state dead (with --host and --key
+    /// to narrow it) to requeue every delivery that matches.
+    Retry {
+        /// The delivery's id.
+        #[arg(conflicts_with_all = ["state", "key", "host"])]
+        id: Option<String>,
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Cancel pending deliveries.
+    ///
+    /// Give the ID of one delivery, or --state pending (with --host and
+    /// --key to narrow it) to cancel every delivery that matches.
+    Cancel {
+        /// The delivery's id.
+        #[arg(conflicts_with_all = ["state", "key", "host"])]
+        id: Option<String>,
+        #[command(flatten)]
+        filter: Filter,
+    },
+    /// Print a line per new delivery or change of state, until Ctrl-C.
+    Watch(WatchArgs),
+    /// Counts by state, last-minute rates, the oldest pending delivery.
     Stats,
+    /// Print a shell completion script.
+    ///
+    /// For example `hookd completions bash > /etc/bash_completion.d/hookd`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// A failed verb: what to print and which exit code to use.
@@ -103,14 +146,20 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Failure {
+    /// A bad command line or configuration (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
         Failure { code: 2, message: message.into() }
+    }
+
+    /// The daemon refused what was asked (exit code 1).
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure { code: 1, message: message.into() }
     }
 }
 
 impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Failure {
-        let code = if matches!(error, ClientError::Connect { .. }) { 3 } else { 1 };
+        let code = if error.is_unreachable() { 3 } else { 1 };
         Failure { code, message: error.to_string() }
     }
 }
@@ -138,175 +187,180 @@ pub fn serve_settings(
         .map_err(|error| Failure::usage(error.to_string()))
 }
 
+/// What every client verb needs.
+struct Context {
+    client: Client,
+    json: bool,
+    palette: Palette,
+}
+
+impl Context {
+    /// Prints the reply as the daemon sent it (`--json`), or `human` of it.
+    fn show(
+        &self,
+        reply: &Reply,
+        human: impl FnOnce(&Reply) -> Result<String, Failure>,
+    ) -> Result<(), Failure> {
+        let text = match self.json {
+            true => reply.raw_text(),
+            false => human(reply)?,
+        };
+        output::print(&text);
+        Ok(())
+    }
+}
+
 /// Runs a client verb against the daemon.
 pub async fn run_client(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket.clone().unwrap_or_else(config::default_socket);
-    let (method, target, body) = request_for(&cli.command)?;
+    let context = Context {
+        client: Client::new(socket),
+        json: cli.json,
+        palette: Palette::for_stdout(cli.color),
+    };
 
-    let reply = client::call(&socket, method, &target, body).await?;
-    let value: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-    if reply.status >= 400 {
-        let message =
-            value["error"]["message"].as_str().unwrap_or("the daemon refused the request");
-        let code = value["error"]["code"].as_str().unwrap_or("error");
-        return Err(Failure {
-            code: 1,
-            message: format!("{message} ({code}, HTTP {})", reply.status),
-        });
+    match &cli.command {
+        Command::Serve { .. } => unreachable!("serve is not a client verb"),
+        Command::Completions { shell } => completions(*shell),
+        Command::Submit(args) => submit(&context, args).await,
+        Command::Get { id } => get(&context, id).await,
+        Command::List { filter, limit, cursor, all } => {
+            let limit = limit.map(usize::from);
+            list(&context, filter, limit, cursor.as_deref(), *all).await
+        }
+        Command::Retry { id, filter } => {
+            change(&context, Action::Retry, id.as_deref(), filter).await
+        }
+        Command::Cancel { id, filter } => {
+            change(&context, Action::Cancel, id.as_deref(), filter).await
+        }
+        Command::Watch(args) => {
+            watch::run(&context.client, args, context.json, context.palette).await
+        }
+        Command::Stats => stats(&context).await,
     }
-
-    let text = if cli.json { compact(&value) } else { human(&cli.command, &value) };
-    print(&text);
-    Ok(())
 }
 
-/// The API call behind each verb.
-fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), Failure> {
-    Ok(match command {
-        Command::Serve { .. } => unreachable!("serve is not a client verb"),
-        Command::Submit {
-            url,
-            key,
-            idempotency_key,
-            headers,
-            data,
-            retry_delays,
-            timeout_ms,
-            deliver_at,
-        } => {
-            let payload = read_payload(data.as_deref())?;
-            let mut request = serde_json::Map::new();
-            request.insert("url".into(), Value::String(url.clone()));
-            if let Some(key) = key {
-                request.insert("key".into(), Value::String(key.clone()));
-            }
-            if let Some(key) = idempotency_key {
-                request.insert("idempotency_key".into(), Value::String(key.clone()));
-            }
-            if !headers.is_empty() {
-                request.insert("headers".into(), Value::Object(parse_headers(headers)?));
-            }
-            if let Some(delays) = retry_delays {
-                request.insert("retry_delays_s".into(), serde_json::json!(delays));
-            }
-            if let Some(timeout) = timeout_ms {
-                request.insert("timeout_ms".into(), serde_json::json!(timeout));
-            }
-            if let Some(at) = deliver_at {
-                request.insert("deliver_at".into(), serde_json::json!(at));
-            }
+async fn submit(context: &Context, args: &SubmitArgs) -> Result<(), Failure> {
+    let body = args.body()?;
+    let target = "/v1/deliveries";
+    let reply = context.client.send(Method::POST, target, Some(body)).await?;
 
-            // The payload goes in as raw text so its bytes stay as written.
-            let mut body = serde_json::to_vec(&Value::Object(request)).unwrap_or_default();
-            body.pop();
-            body.extend_from_slice(b",\"payload\":");
-            body.extend_from_slice(payload.trim_ascii());
-            body.push(b'}');
-            (Method::POST, "/v1/deliveries".into(), Some(body))
-        }
-        Command::Get { id } => (Method::GET, format!("/v1/deliveries/{}", encode(id)), None),
-        Command::List { state, limit, cursor } => {
-            let mut query = url::form_urlencoded::Serializer::new(String::new());
-            query.append_pair("limit", &limit.to_string());
-            if let Some(state) = state {
-                query.append_pair("state", state);
-            }
-            if let Some(cursor) = cursor {
-                query.append_pair("cursor", cursor);
-            }
-            (Method::GET, format!("/v1/deliveries?{}", query.finish()), None)
-        }
-        Command::Retry { id } => {
-            (Method::POST, format!("/v1/deliveries/{}/retry", encode(id)), None)
-        }
-        Command::Cancel { id } => (Method::DELETE, format!("/v1/deliveries/{}", encode(id)), None),
-        Command::Stats => (Method::GET, "/v1/health".into(), None),
+    context.show(&reply, |reply| Ok(reply.parse::<Accepted>(target)?.id))
+}
+
+async fn get(context: &Context, id: &str) -> Result<(), Failure> {
+    let target = format!("/v1/deliveries/{}", encode(id));
+    let reply = context.client.get(&target).await?;
+
+    context.show(&reply, |reply| {
+        let view: View = reply.parse(&target)?;
+        Ok(render::get(&view, output::now_ms(), context.palette))
     })
 }
 
-fn read_payload(data: Option<&str>) -> Result<Vec<u8>, Failure> {
-    let bytes = match data {
-        Some(text) if text.starts_with('@') => std::fs::read(&text[1..])
-            .map_err(|error| Failure::usage(format!("cannot read {}: {error}", &text[1..])))?,
-        Some(text) => text.as_bytes().to_vec(),
-        None => {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .map_err(|error| Failure::usage(format!("cannot read stdin: {error}")))?;
-            bytes
-        }
-    };
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-        return Err(Failure::usage(
-            "the payload is not valid JSON (give it with --data, --data @FILE or on stdin)",
-        ));
+/// `list`: one page, or with `--all` every page up to [`MAX_ROWS`]
+/// (`limit` is then the page size).
+async fn list(
+    context: &Context,
+    filter: &Filter,
+    limit: Option<usize>,
+    cursor: Option<&str>,
+    all: bool,
+) -> Result<(), Failure> {
+    if !all {
+        let target = filter.target(limit.unwrap_or(DEFAULT_PAGE), cursor);
+        let reply = context.client.get(&target).await?;
+        return context.show(&reply, |reply| {
+            let page: Page = reply.parse(&target)?;
+            Ok(render::list(&page, output::now_ms(), context.palette))
+        });
     }
-    Ok(bytes)
+
+    let page_size = limit.unwrap_or(MAX_PAGE);
+    let joined = query::all_raw(&context.client, filter, cursor, page_size, MAX_ROWS).await?;
+    if joined.next_cursor.is_some() {
+        eprintln!("hookd: stopped after {MAX_ROWS} deliveries; go on with --cursor");
+    }
+    let text = match context.json {
+        true => serde_json::to_string(&joined).unwrap_or_default(),
+        false => render::list(&readable(joined)?, output::now_ms(), context.palette),
+    };
+    output::print(&text);
+    Ok(())
 }
 
-fn parse_headers(headers: &[String]) -> Result<serde_json::Map<String, Value>, Failure> {
-    headers
+/// Joined pages, read for people.
+fn readable(joined: RawPage) -> Result<Page, ClientError> {
+    let deliveries = joined
+        .deliveries
         .iter()
-        .map(|header| match header.split_once(':') {
-            Some((name, value)) => {
-                Ok((name.trim().to_owned(), Value::String(value.trim().to_owned())))
-            }
-            None => Err(Failure::usage(format!("header {header:?} must look like 'Name: value'"))),
-        })
-        .collect()
+        .map(|raw| serde_json::from_str(raw.get()))
+        .collect::<Result<Vec<View>, _>>()
+        .map_err(|source| ClientError::BadReply { target: "/v1/deliveries".into(), source })?;
+    Ok(Page { deliveries, next_cursor: joined.next_cursor })
 }
 
-fn encode(id: &str) -> String {
+/// `retry` or `cancel`: one delivery by id, or every one a filter matches.
+async fn change(
+    context: &Context,
+    action: Action,
+    id: Option<&str>,
+    filter: &Filter,
+) -> Result<(), Failure> {
+    let Some(id) = id else {
+        return bulk::run(&context.client, action, filter, context.json, context.palette).await;
+    };
+
+    let (method, target) = action.request(id);
+    let reply = context.client.send(method, &target, None).await?;
+    context.show(&reply, |reply| {
+        let view: View = reply.parse(&target)?;
+        Ok(render::changed(action.done(), &view, output::now_ms(), context.palette))
+    })
+}
+
+async fn stats(context: &Context) -> Result<(), Failure> {
+    let target = "/v1/stats";
+    let reply = context.client.get(target).await?;
+
+    context.show(&reply, |reply| {
+        let stats: Stats = reply.parse(target)?;
+        Ok(render::stats(&stats, output::now_ms(), context.palette))
+    })
+}
+
+/// Prints the completion script for `shell`. It is built in memory first:
+/// clap_complete panics on a failed write, and a closed pipe is not an
+/// error here.
+fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "hookd", &mut script);
+
+    output::print(String::from_utf8_lossy(&script).trim_end());
+    Ok(())
+}
+
+/// An id as one path segment, whatever the user typed.
+pub(crate) fn encode(id: &str) -> String {
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
 
-fn compact(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The text a person reads for each verb.
-fn human(command: &Command, value: &Value) -> String {
-    match command {
-        Command::Submit { .. } => value["id"].as_str().unwrap_or_default().to_owned(),
-        Command::List { .. } => list_table(value),
-        Command::Stats => {
-            let field = |name: &str| value[name].as_u64().unwrap_or(0);
-            format!(
-                "pending {}  in_flight {}  delivered {}  dead {}  cancelled {}  superseded {}",
-                field("pending"),
-                field("in_flight"),
-                field("delivered"),
-                field("dead"),
-                field("cancelled"),
-                field("superseded"),
-            )
-        }
-        _ => serde_json::to_string_pretty(value).unwrap_or_default(),
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
-}
 
-fn list_table(value: &Value) -> String {
-    let empty = Vec::new();
-    let rows = value["deliveries"].as_array().unwrap_or(&empty);
-    let mut lines = vec![format!("{:<26}  {:<10}  {:>8}  URL", "ID", "STATE", "ATTEMPTS")];
-    for row in rows {
-        lines.push(format!(
-            "{:<26}  {:<10}  {:>8}  {}",
-            row["id"].as_str().unwrap_or(""),
-            row["state"].as_str().unwrap_or(""),
-            row["attempts"].as_array().map_or(0, Vec::len),
-            row["url"].as_str().unwrap_or(""),
-        ));
-    }
-    if let Some(cursor) = value["next_cursor"].as_str() {
-        lines.push(format!("more: --cursor {cursor}"));
-    }
-    lines.join("\n")
-}
+    #[test]
+    fn an_id_and_a_filter_exclude_each_other() {
+        let both = Cli::try_parse_from(["hookd", "retry", "01ARZ", "--state", "dead"]);
+        let filter = Cli::try_parse_from(["hookd", "cancel", "--state", "pending", "--host", "h"]);
 
-/// Prints a line; a closed pipe (`hookd list | head`) is not an error.
-fn print(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{text}");
+        assert!(both.is_err());
+        assert!(filter.is_ok());
+    }
 }
