@@ -116,6 +116,24 @@ impl Daemon {
 
     /// Starts a daemon with `config` and waits until it answers.
     pub async fn start_with(config: Config) -> Daemon {
+        Daemon::start_with_env(config, &[]).await
+    }
+
+    /// Starts a daemon with `config` and extra environment variables, such
+    /// as `FAILPOINTS` for the crash points. They apply to this first start
+    /// only: [`Daemon::restart`] runs the binary without them.
+    pub async fn start_with_env(config: Config, env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Daemon::prepare(config);
+        if let Some(status) = daemon.try_start_with_env(env).await {
+            panic!("hookd exited during start with {status}\n{}", daemon.stderr());
+        }
+        daemon
+    }
+
+    /// The temp dir and config of a daemon that is not started yet, so a
+    /// test can prepare the data dir first (mount a file system on it, put a
+    /// file there); start it with [`Daemon::try_start_with_env`].
+    pub fn prepare(config: Config) -> Daemon {
         let dir = short_temp_dir();
         let socket = dir.path().join("s.sock");
         let data_dir = dir.path().join("data");
@@ -123,21 +141,7 @@ impl Daemon {
         std::fs::write(&config_path, config.render(&data_dir, &socket)).expect("write config");
 
         let stderr_path = dir.path().join("stderr.log");
-        let mut daemon = Daemon {
-            dir,
-            config,
-            config_path,
-            socket,
-            data_dir,
-            stderr_path,
-            child: None,
-            starts: 0,
-        };
-        daemon.spawn();
-        if let Some(status) = daemon.wait_ready().await {
-            panic!("hookd exited during start with {status}\n{}", daemon.stderr());
-        }
-        daemon
+        Daemon { dir, config, config_path, socket, data_dir, stderr_path, child: None, starts: 0 }
     }
 
     /// Starts the binary again on the same data dir and socket, after a
@@ -151,12 +155,19 @@ impl Daemon {
     /// Like [`Daemon::restart`], for starts that may fail: `None` once the
     /// daemon answers, or how it exited if it stopped during start.
     pub async fn try_restart(&mut self) -> Option<ExitStatus> {
+        self.try_start_with_env(&[]).await
+    }
+
+    /// Starts the binary (the first time, or again after a kill or an exit)
+    /// with extra environment variables for this start only: `None` once
+    /// the daemon answers, or how it exited if it stopped during start.
+    pub async fn try_start_with_env(&mut self, env: &[(&str, &str)]) -> Option<ExitStatus> {
         if let Some(child) = self.child.as_mut() {
             let exited = child.try_wait().expect("poll the daemon");
             assert!(exited.is_some(), "restart() needs the previous daemon to be gone");
             self.child = None;
         }
-        self.spawn();
+        self.spawn(env);
         self.wait_ready().await
     }
 
@@ -341,7 +352,7 @@ impl Daemon {
         process::run_bounded(command, stdin.map(<[u8]>::to_vec), CLI_TIMEOUT).await
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self, env: &[(&str, &str)]) {
         self.starts += 1;
         let mut log =
             OpenOptions::new().create(true).append(true).open(&self.stderr_path).expect("open log");
@@ -352,6 +363,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config_path)
             .env("HOOKD_LOG", "info,hookd=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -409,8 +421,8 @@ pub fn attempts(view: &Value) -> &[Value] {
 }
 
 /// A `hookd` command with an environment that cannot leak in: no socket,
-/// systemd directories, notify socket or passed file descriptors from the
-/// caller.
+/// systemd directories, notify socket, passed file descriptors or armed
+/// crash points from the caller.
 pub fn hookd_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
     command
@@ -424,7 +436,8 @@ pub fn hookd_command() -> Command {
         .env_remove("WATCHDOG_PID")
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDNAMES");
+        .env_remove("LISTEN_FDNAMES")
+        .env_remove("FAILPOINTS");
     command
 }
 

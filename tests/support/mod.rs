@@ -9,8 +9,11 @@
 
 pub mod daemon;
 pub mod http;
+pub mod mount;
 pub mod process;
 pub mod receiver;
+pub mod rogue;
+pub mod usage;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
