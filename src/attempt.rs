@@ -270,7 +270,13 @@ fn describe(error: &(dyn StdError + 'static)) -> Failure {
             return ("connection closed before the response".into(), AttemptClass::ConnectError);
         }
         deepest = cause.to_string();
-        current = cause.source();
+
+        // An io::Error's `source()` skips the error it wraps (rustls wraps
+        // its errors in io::Errors, sometimes twice), so step into it.
+        current = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+            None => cause.source(),
+        };
     }
     (deepest, AttemptClass::ConnectError)
 }

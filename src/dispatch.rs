@@ -32,7 +32,7 @@ use crate::config::DeliverySettings;
 use crate::metrics::Metrics;
 use crate::record::{Attempt, Delivery, State};
 use crate::schedule::{self, Next};
-use crate::store::{Change, DueKey, Outcome, Store};
+use crate::store::{Change, DueKey, Outcome, Store, StoreError};
 use crate::wheel::WheelHandle;
 
 /// After a failed store write, the delivery is tried again this much later
@@ -113,9 +113,9 @@ impl Dispatcher {
     async fn deliver(self: Arc<Self>, key: DueKey, shutdown: CancellationToken) {
         // Only the host is kept while waiting for slots, not the record: a
         // backlog of many waiting tasks then costs little memory.
-        let Some(host) = self.read_pending(key).map(|first_look| host_key(&first_look.url)) else {
-            self.wheel.finished(key.id, None);
-            return;
+        let host = match self.read_pending(key) {
+            Ok(Some(first_look)) => host_key(&first_look.url),
+            unready => return self.put_back(key, unready.err()),
         };
 
         // Waiting for slots ends with shutdown: the delivery stays pending
@@ -126,12 +126,14 @@ impl Dispatcher {
         };
 
         let claim = self.claims.claim(key.id).await;
-        let Some(delivery) = self.read_pending(key) else {
-            drop(claim);
-            drop(slots);
-            self.release_host(&host);
-            self.wheel.finished(key.id, None);
-            return;
+        let delivery = match self.read_pending(key) {
+            Ok(Some(delivery)) => delivery,
+            unready => {
+                drop(claim);
+                drop(slots);
+                self.release_host(&host);
+                return self.put_back(key, unready.err());
+            }
         };
 
         let attempt_number = delivery.attempts.len() as u32 + 1;
@@ -201,19 +203,22 @@ impl Dispatcher {
 
     /// The record, if it is still pending and due (not waiting behind an
     /// earlier delivery of its key).
-    fn read_pending(&self, key: DueKey) -> Option<Delivery> {
-        match self.store.get(key.id) {
-            Ok(Some(delivery))
-                if delivery.state == State::Pending && delivery.next_attempt_at.is_some() =>
-            {
-                Some(delivery)
-            }
-            Ok(_) => None,
-            Err(error) => {
-                error!(delivery_id = %key.id, %error, "cannot read a due delivery; skipping it");
-                None
-            }
-        }
+    fn read_pending(&self, key: DueKey) -> Result<Option<Delivery>, StoreError> {
+        let delivery = self.store.get(key.id)?;
+        Ok(delivery.filter(|delivery| {
+            delivery.state == State::Pending && delivery.next_attempt_at.is_some()
+        }))
+    }
+
+    /// Hands a due key back to the wheel without an attempt: for good when
+    /// the delivery is no longer due, or for a later try when its record
+    /// could not be read (a read error must not strand a delivery).
+    fn put_back(&self, key: DueKey, error: Option<StoreError>) {
+        let later = error.map(|error| {
+            error!(delivery_id = %key.id, %error, "cannot read a due delivery; will try it again");
+            DueKey { due: clock::after(clock::now_ms(), STORE_FAILURE_BACKOFF), id: key.id }
+        });
+        self.wheel.finished(key.id, later);
     }
 
     /// A host slot, then a global slot (see the module docs for the order).

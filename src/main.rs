@@ -15,7 +15,7 @@ fn main() -> ExitCode {
                 |settings| {
                     runtime(true)?
                         .block_on(hookd::daemon::serve(settings))
-                        .map_err(|error| Failure { code: 1, message: format!("{error:#}") })
+                        .map_err(|error| Failure { code: 1, message: one_line(&error) })
                 },
             )
         }
@@ -29,6 +29,20 @@ fn main() -> ExitCode {
             ExitCode::from(failure.code as u8)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: hookd's typed
+/// errors already name their cause, a context added on top may not.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Failure> {

@@ -110,12 +110,9 @@ async fn full_disk_refuses_submissions_and_loses_nothing_acknowledged() {
     disk.daemon.submit(json!({"url": receiver.url("/after"), "payload": 1})).await;
 }
 
-/// A full disk is named as such: `507` with code `storage_full`. Today it
-/// is `503 storage_error`: `api::is_storage_full` walks the error's source
-/// chain for an `io::Error`, but `sled::Error` has no `source()`, so the
-/// `ENOSPC` inside `sled::Error::Io` is never seen.
+/// A full disk is named as such: `507` with code `storage_full`, although
+/// `sled::Error` hides its `io::Error` from the source chain.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: a full disk is answered 503 storage_error; sled::Error hides the io::Error"]
 async fn full_disk_is_refused_as_storage_full() {
     let Some(disk) = SmallDisk::start("full_disk_is_refused_as_storage_full").await else { return };
     let (_, status, refusal) = disk.fill("http://127.0.0.1:9/x", now_ms() + 3_600_000).await;
@@ -245,11 +242,10 @@ async fn missing_parents_of_data_dir_and_socket_are_created() {
     assert!(data_dir.join("db").is_dir());
 }
 
-/// The line a failing start prints names its cause once. Today the cause
-/// comes twice: the typed errors put `{source}` in their message and
-/// `main` prints the whole chain again with `{:#}`.
+/// The line a failing start prints names its cause once, although the
+/// typed errors put their cause in their message and `main` prints the
+/// chain.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: start-up error lines print their cause twice"]
 async fn start_up_error_names_its_cause_once() {
     let dir = short_temp_dir();
     std::fs::write(dir.path().join("file"), "x").unwrap();
@@ -342,11 +338,9 @@ async fn damaged_database_is_refused_with_one_line_or_opened_whole() {
 }
 
 /// A database whose log file was emptied or removed is refused, not
-/// opened as a new, empty store. Today it opens empty: `store::open`
-/// takes a `db` file of length 0 (or none) for a new store, although
-/// sled's `conf` and blobs show that the dir held one.
+/// opened as a new, empty store (the `hookd-store` marker beside it says a
+/// store existed).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: an emptied or missing sled log opens as a new empty store, losing every delivery"]
 async fn emptied_log_is_refused_not_opened_empty() {
     let cases: Vec<Damage> = vec![
         ("log truncated to zero", |db| truncate(&db.join("db"), 0)),
@@ -462,13 +456,9 @@ async fn garbage_and_tls_failures_fail_the_attempt() {
     assert!(plain.all_hits().is_empty(), "a TLS hello was taken for a request");
 }
 
-/// A TLS failure says it is one, and is counted as `tls_error`. Today
-/// `attempt::describe` misses the `rustls::Error` that hyper-rustls wraps
-/// in an `io::Error` (whose `source()` skips its own payload), so the
-/// reason reads "received corrupt message of type InvalidContentType" and
-/// the attempt is counted as `connect_error`.
+/// A TLS failure says it is one, and is counted as `tls_error`, although
+/// rustls's error reaches hookd wrapped in two `io::Error`s.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: TLS failures are not named as TLS errors and are counted as connect_error"]
 async fn tls_failure_is_named_and_counted_as_tls() {
     let daemon = Daemon::start().await;
     let plain = Receiver::start().await;

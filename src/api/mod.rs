@@ -530,7 +530,7 @@ fn in_flight(id: DeliveryId) -> ApiError {
 
 fn storage(error: StoreError) -> ApiError {
     warn!(%error, "store error while serving the API");
-    if is_storage_full(&error) {
+    if error.is_storage_full() {
         return ApiError::new(
             507,
             "storage_full",
@@ -538,20 +538,6 @@ fn storage(error: StoreError) -> ApiError {
         );
     }
     ApiError::new(503, "storage_error", format!("the store failed, nothing was changed: {error}"))
-}
-
-fn is_storage_full(error: &StoreError) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(cause) = current {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && (io.kind() == std::io::ErrorKind::StorageFull
-                || io.raw_os_error() == Some(libc::ENOSPC))
-        {
-            return true;
-        }
-        current = cause.source();
-    }
-    false
 }
 
 /// Reads a request body of at most `limit` bytes; larger ones are refused

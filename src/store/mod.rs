@@ -126,6 +126,27 @@ pub enum StoreError {
     Write(Arc<StoreError>),
 }
 
+impl StoreError {
+    /// Whether the disk under the data dir is full.
+    ///
+    /// sled's error type does not expose its `io::Error` through
+    /// `source()`, so this looks inside it directly.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Write(inner) => inner.is_storage_full(),
+            StoreError::Sled(sled::Error::Io(io))
+            | StoreError::Open { source: sled::Error::Io(io), .. } => {
+                io.kind() == io::ErrorKind::StorageFull || io.raw_os_error() == Some(libc::ENOSPC)
+            }
+            StoreError::DataDir { source, .. } => {
+                source.kind() == io::ErrorKind::StorageFull
+                    || source.raw_os_error() == Some(libc::ENOSPC)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A handle to the store; cheap to clone, shared by every task.
 #[derive(Clone)]
 pub struct Store {
@@ -163,7 +184,9 @@ impl Store {
         let lock = lock_data_dir(data_dir)?;
 
         let db_path = data_dir.join("db");
-        let had_data = std::fs::metadata(db_path.join("db")).is_ok_and(|file| file.len() > 0);
+        let marker = data_dir.join(MARKER_FILE);
+        let had_data = marker.exists()
+            || std::fs::metadata(db_path.join("db")).is_ok_and(|file| file.len() > 0);
         let tree = sled::Config::new()
             .path(&db_path)
             .cache_capacity(cache_capacity_bytes)
@@ -172,6 +195,8 @@ impl Store {
             .map_err(|source| StoreError::Open { path: db_path.clone(), source })?;
 
         check_layout(&tree, &db_path, had_data)?;
+        write_marker(&marker)
+            .map_err(|source| StoreError::DataDir { path: marker.clone(), source })?;
         let counts = Arc::new(AtomicCounts::load(&tree)?);
         let sequence = match tree.get(keys::meta(b"sequence"))? {
             Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
@@ -368,6 +393,28 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
         }
         Err(fs::TryLockError::Error(source)) => Err(dir_error(source)),
     }
+}
+
+/// A file beside the database, written (and synced) once the database has
+/// its layout byte. sled opens an emptied or removed log as a new, empty
+/// database; the marker says that a store existed here, so that case is
+/// refused as damage instead.
+const MARKER_FILE: &str = "hookd-store";
+
+fn write_marker(path: &Path) -> io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let file = File::create(path)?;
+    std::io::Write::write_all(
+        &mut &file,
+        format!("hookd store layout {STORE_FORMAT}\n").as_bytes(),
+    )?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Writes the layout byte into a new store, or checks it in an old one.
