@@ -43,6 +43,9 @@ use crate::record::{self, CodecError, Delivery, State};
 mod keys;
 mod writer;
 
+/// The longest a commit may take before its caller is told it failed.
+pub const COMMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The layout version of the key spaces above (records carry their own).
 const STORE_FORMAT: u8 = 1;
 
@@ -120,6 +123,8 @@ pub enum StoreError {
     Codec { id: String, source: CodecError },
     #[error("the store's writer has stopped")]
     WriterGone,
+    #[error("the store did not finish a write within {} s; is the disk full or hung?", COMMIT_DEADLINE.as_secs())]
+    Stalled,
     /// The round this change was part of did not reach the disk; every
     /// caller of the round shares the one cause.
     #[error("the write did not reach the disk: {0}")]
@@ -226,11 +231,19 @@ impl Store {
     }
 
     /// Applies `changes` atomically and returns once they are on disk.
+    ///
+    /// A commit that has not returned within [`COMMIT_DEADLINE`] fails with
+    /// [`StoreError::Stalled`]: sled can block a flush forever after a full
+    /// disk, and a caller must get an answer. The changes may still land
+    /// later (at least once, never lost).
     pub async fn commit(&self, changes: Vec<Change>) -> Result<Committed, StoreError> {
         let (done, wait) = oneshot::channel();
         let jobs = self.inner.jobs.as_ref().ok_or(StoreError::WriterGone)?;
         jobs.send(Job { changes, done }).map_err(|_| StoreError::WriterGone)?;
-        wait.await.map_err(|_| StoreError::WriterGone)?
+        match tokio::time::timeout(COMMIT_DEADLINE, wait).await {
+            Ok(answer) => answer.map_err(|_| StoreError::WriterGone)?,
+            Err(_) => Err(StoreError::Stalled),
+        }
     }
 
     /// Forces a flush of everything written so far.
