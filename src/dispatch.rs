@@ -186,7 +186,7 @@ impl Dispatcher {
             Ok(committed) => {
                 crate::crash::point("dispatch.before_schedule");
                 // A final delivery lets the next one of its key go.
-                committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
+                self.wheel.schedule_all(&committed.promoted);
                 committed.outcomes.into_iter().find_map(|outcome| match outcome {
                     Outcome::Stored(stored) => stored.next_attempt_at.map(|due| DueKey { due, id }),
                     _ => None,

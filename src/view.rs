@@ -107,10 +107,10 @@ impl<'a> DeliveryView<'a> {
             State::Pending if in_flight => "delivering",
             state => state.as_str(),
         };
-        let payload = std::str::from_utf8(&delivery.payload)
-            .ok()
-            .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
-            .filter(|_| with_payload);
+        let payload = with_payload
+            .then(|| std::str::from_utf8(&delivery.payload).ok())
+            .flatten()
+            .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
 
         DeliveryView {
             id: delivery.id.to_string(),

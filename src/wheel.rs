@@ -89,6 +89,12 @@ impl WheelHandle {
         let _ = self.commands.send(Command::Schedule(key));
     }
 
+    /// Schedules several, for example the deliveries a commit promoted to
+    /// the head of their key's queue.
+    pub fn schedule_all(&self, keys: &[DueKey]) {
+        keys.iter().for_each(|key| self.schedule(*key));
+    }
+
     pub fn unschedule(&self, id: DeliveryId) {
         let _ = self.commands.send(Command::Unschedule(id));
     }

@@ -286,8 +286,16 @@ async fn second_daemon_on_the_same_data_dir_exits_with_in_use() {
     let other_socket = daemon.dir().join("b.sock");
     let config = daemon.config_variant("second.toml", daemon.data_dir(), &other_socket);
 
+    second_serve_exits_with_in_use(&config).await;
+    assert!(!other_socket.exists(), "the second daemon created its socket");
+    daemon.wait_for_state(&id, "delivered", SHORT).await;
+}
+
+/// Runs `hookd serve --config config` and checks that it exits non-zero
+/// with exactly one error line, saying what is in use.
+async fn second_serve_exits_with_in_use(config: &std::path::Path) {
     let mut command = hookd_command();
-    command.arg("serve").arg("--config").arg(&config);
+    command.arg("serve").arg("--config").arg(config);
     let output = run_bounded(command, None, SHORT).await;
 
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -295,8 +303,6 @@ async fn second_daemon_on_the_same_data_dir_exits_with_in_use() {
     let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("hookd:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("in use"), "{stderr}");
-    assert!(!other_socket.exists(), "the second daemon created its socket");
-    daemon.wait_for_state(&id, "delivered", SHORT).await;
 }
 
 /// A second daemon pointed at a socket that a live daemon answers on does
@@ -308,15 +314,7 @@ async fn second_daemon_does_not_steal_a_live_socket() {
     let other_data = daemon.dir().join("other-data");
     let config = daemon.config_variant("second.toml", &other_data, daemon.socket());
 
-    let mut command = hookd_command();
-    command.arg("serve").arg("--config").arg(&config);
-    let output = run_bounded(command, None, SHORT).await;
-
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "the second daemon started: {stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("hookd:")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("in use"), "{stderr}");
+    second_serve_exits_with_in_use(&config).await;
     let id = daemon.submit_id(json!({"url": receiver.url("/still"), "payload": 1})).await;
     daemon.wait_for_state(&id, "delivered", SHORT).await;
 }

@@ -304,7 +304,7 @@ impl Api {
     /// time and answers each insert with its status (`201` for a new
     /// delivery, `200` for one found by its idempotency key).
     fn settle(&self, committed: Committed) -> Result<Vec<(u16, Accepted)>, ApiError> {
-        committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
+        self.wheel.schedule_all(&committed.promoted);
 
         let mut answers = Vec::with_capacity(committed.outcomes.len());
         for outcome in committed.outcomes {
@@ -368,7 +368,7 @@ impl Api {
             .await
             .map_err(storage)?;
         self.wheel.unschedule(id);
-        committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
+        self.wheel.schedule_all(&committed.promoted);
         self.metrics.finished("cancelled");
         info!(delivery_id = %id, "delivery cancelled");
         Ok(json(200, &DeliveryView::of(&delivery, false, false)))
@@ -397,7 +397,7 @@ impl Api {
         delivery.updated_at = now;
         let committed =
             self.store.commit(vec![Change::Put(Box::new(delivery))]).await.map_err(storage)?;
-        committed.promoted.iter().for_each(|key| self.wheel.schedule(*key));
+        self.wheel.schedule_all(&committed.promoted);
         let Some(Outcome::Stored(stored)) = committed.outcomes.into_iter().next() else {
             return Err(ApiError::new(500, "internal", "the store did not answer the retry"));
         };

@@ -140,12 +140,9 @@ impl StoreError {
         match self {
             StoreError::Write(inner) => inner.is_storage_full(),
             StoreError::Sled(sled::Error::Io(io))
-            | StoreError::Open { source: sled::Error::Io(io), .. } => {
+            | StoreError::Open { source: sled::Error::Io(io), .. }
+            | StoreError::DataDir { source: io, .. } => {
                 io.kind() == io::ErrorKind::StorageFull || io.raw_os_error() == Some(libc::ENOSPC)
-            }
-            StoreError::DataDir { source, .. } => {
-                source.kind() == io::ErrorKind::StorageFull
-                    || source.raw_os_error() == Some(libc::ENOSPC)
             }
             _ => false,
         }
