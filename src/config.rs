@@ -71,6 +71,7 @@ pub struct RetentionFile {
 #[serde(deny_unknown_fields)]
 pub struct StorageFile {
     pub cache_capacity_mb: Option<u64>,
+    pub min_free_mb: Option<u64>,
 }
 
 /// What the command line may lay over the file.
@@ -97,6 +98,9 @@ pub struct Settings {
     pub retention: Retention,
     /// sled's page cache bound, bytes.
     pub cache_capacity_bytes: u64,
+    /// Free bytes that new deliveries must leave on the data dir's disk;
+    /// 0 turns the check off.
+    pub min_free_bytes: u64,
     /// Where the settings came from, for the startup log line.
     pub source: String,
 }
@@ -146,6 +150,9 @@ pub mod defaults {
     pub const DELIVERED_S: u64 = 86_400;
     pub const DEAD_S: u64 = 604_800;
     pub const CACHE_CAPACITY_MB: u64 = 64;
+    /// Room kept free on the data dir's disk for outcomes of the
+    /// deliveries already stored, once submissions are refused.
+    pub const MIN_FREE_MB: u64 = 64;
     /// The longest attempt timeout a delivery may ask for, milliseconds.
     pub const MAX_TIMEOUT_MS: u64 = 60_000;
     /// The most retries one schedule may hold.
@@ -219,6 +226,7 @@ impl Settings {
                 file.storage.cache_capacity_mb.unwrap_or(defaults::CACHE_CAPACITY_MB),
             )? * 1024
                 * 1024,
+            min_free_bytes: file.storage.min_free_mb.unwrap_or(defaults::MIN_FREE_MB) << 20,
             source,
         })
     }
@@ -399,6 +407,7 @@ mod tests {
         assert_eq!(settings.retention.delivered, Duration::from_secs(86_400));
         assert_eq!(settings.retention.dead, Duration::from_secs(604_800));
         assert_eq!(settings.cache_capacity_bytes, 64 * 1024 * 1024);
+        assert_eq!(settings.min_free_bytes, 64 * 1024 * 1024);
     }
 
     #[test]

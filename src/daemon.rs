@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::{self, Api};
 use crate::attempt::Sender;
@@ -22,7 +22,7 @@ use crate::dispatch::Dispatcher;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::signing::Secret;
-use crate::store::Store;
+use crate::store::{Store, StoreOptions};
 use crate::wheel::Wheel;
 use crate::{retention, shutdown, socket, systemd};
 
@@ -30,7 +30,12 @@ use crate::{retention, shutdown, socket, systemd};
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::crash::setup();
     let settings = Arc::new(settings);
-    let store = Store::open(&settings.data_dir, settings.cache_capacity_bytes)?;
+    let options = StoreOptions {
+        cache_capacity_bytes: settings.cache_capacity_bytes,
+        min_free_bytes: settings.min_free_bytes,
+    };
+    let store = Store::open(&settings.data_dir, &options)?;
+    tokio::spawn(exit_on_store_failure(store.clone()));
 
     let stop = CancellationToken::new();
     shutdown::on_signal(stop.clone()).context("cannot install signal handlers")?;
@@ -146,4 +151,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "hookd stopped"
     );
     Ok(())
+}
+
+/// Ends the process once the store has failed.
+///
+/// sled 0.34 does not recover from a failed write in the same process, and
+/// a graceful stop would wait on flushes that cannot finish. Exiting
+/// non-zero at once lets systemd (`Restart=on-failure`) or any supervisor
+/// start a fresh hookd, which reopens the store: everything acknowledged
+/// is on disk, and attempts cut off now are made again. The short pause
+/// lets replies already on their way (a `507`, a `503`) reach clients.
+async fn exit_on_store_failure(store: Store) {
+    let cause = store.failed().await;
+    error!(
+        %cause,
+        "the store failed and cannot recover in this process; exiting so that a restart reopens it (nothing acknowledged is lost)"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    std::process::exit(1);
 }

@@ -327,7 +327,7 @@ mod tests {
         capacity: usize,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), &crate::store::StoreOptions::small()).unwrap();
         let now = clock::now_ms() as i64;
 
         let mut expected: HashMap<DeliveryId, clock::UnixMs> = HashMap::new();

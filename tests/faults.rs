@@ -24,6 +24,9 @@ const SHORT: Duration = Duration::from_secs(10);
 const DISK_MIB: u32 = 16;
 const FILLER_BYTES: usize = 10 << 20;
 
+/// The free-space reserve on the small disks (`storage.min_free_mb`).
+const RESERVE_MIB: u32 = 2;
+
 /// The payload size that fills the small disk, and the most submissions
 /// that may be needed.
 const FILL_PAYLOAD_BYTES: usize = 40_000;
@@ -40,12 +43,19 @@ impl SmallDisk {
     /// Mounts the small disk on a new daemon's data dir, writes the filler
     /// and starts the daemon; `None` when this process may not mount.
     async fn start(test: &str) -> Option<SmallDisk> {
-        SmallDisk::start_sized(test, DISK_MIB, FILLER_BYTES).await
+        SmallDisk::start_sized(test, DISK_MIB, FILLER_BYTES, RESERVE_MIB).await
     }
 
-    /// Like [`SmallDisk::start`] with another disk and filler size.
-    async fn start_sized(test: &str, disk_mib: u32, filler_bytes: usize) -> Option<SmallDisk> {
-        let mut daemon = Daemon::prepare(Config::default());
+    /// Like [`SmallDisk::start`] with another disk, filler and reserve
+    /// size; a reserve of 0 lets sled run into the full disk itself.
+    async fn start_sized(
+        test: &str,
+        disk_mib: u32,
+        filler_bytes: usize,
+        reserve_mib: u32,
+    ) -> Option<SmallDisk> {
+        let config = Config::default().storage(&format!("min_free_mb = {reserve_mib}"));
+        let mut daemon = Daemon::prepare(config);
         let mount = mount::or_skip(test, Mount::tmpfs(daemon.data_dir(), disk_mib))?;
         std::fs::write(mount.path().join("filler"), vec![0u8; filler_bytes]).unwrap();
         if let Some(status) = daemon.try_start_with_env(&[]).await {
@@ -95,10 +105,11 @@ async fn full_disk_refuses_submissions_and_loses_nothing_acknowledged() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(disk.daemon.is_running(), "hookd exited on a full disk\n{}", disk.daemon.stderr());
 
-    // A kill, not SIGTERM: the final flush of a clean stop may never
-    // return once sled has failed a write (see the bug tests below).
+    // The reserve kept sled off the full disk, so a clean stop works.
     disk.free_space();
-    disk.daemon.kill9();
+    disk.daemon.sigterm();
+    let status = disk.daemon.wait_exit(SHORT).await;
+    assert_eq!(status.code(), Some(0), "{}", disk.daemon.stderr());
     disk.daemon.restart().await;
 
     for id in &acked {
@@ -110,8 +121,8 @@ async fn full_disk_refuses_submissions_and_loses_nothing_acknowledged() {
     disk.daemon.submit(json!({"url": receiver.url("/after"), "payload": 1})).await;
 }
 
-/// A full disk is named as such: `507` with code `storage_full`, although
-/// `sled::Error` hides its `io::Error` from the source chain.
+/// A full disk is named as such: `507` with code `storage_full` and a
+/// message that names the free space and the reserve.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_disk_is_refused_as_storage_full() {
     let Some(disk) = SmallDisk::start("full_disk_is_refused_as_storage_full").await else { return };
@@ -122,15 +133,43 @@ async fn full_disk_is_refused_as_storage_full() {
         (507, Some("storage_full")),
         "{refusal}"
     );
+    let message = refusal["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("MiB free") && message.contains("min_free_mb"), "{message}");
 }
 
-/// Once space is freed, submissions are accepted again without a restart.
-/// Today the store never recovers: after its first failed write sled
-/// either keeps a sticky global error (every later read and write fails
-/// with ENOSPC) or blocks the writer's next `flush()` forever in
-/// `make_stable`, so the next submission gets no reply at all.
+/// Without the reserve sled runs into the full disk itself, and it does
+/// not recover from that in process. The daemon then exits non-zero with
+/// one line that says why, so that a supervisor restarts it; after space
+/// is freed, the restarted daemon has every acknowledged delivery and
+/// takes submissions again.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: after ENOSPC the store never recovers until restart (sticky error or hung flush)"]
+async fn failed_write_ends_the_daemon_and_a_restart_recovers() {
+    let Some(mut disk) =
+        SmallDisk::start_sized("failed_write_ends_the_daemon", DISK_MIB, FILLER_BYTES, 0).await
+    else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+
+    let (acked, status, refusal) = disk.fill(&receiver.url("/kept"), now_ms() + 3_000).await;
+    eprintln!("sled on a full disk: {} acknowledged, then {status} {refusal}", acked.len());
+    assert!((500..600).contains(&status), "{status} {refusal}");
+    let exit = disk.daemon.wait_exit(Duration::from_secs(40)).await;
+    assert_eq!(exit.code(), Some(1), "{}", disk.daemon.stderr());
+    let stderr = disk.daemon.stderr();
+    assert_eq!(stderr.matches("cannot recover in this process").count(), 1, "{stderr}");
+
+    disk.free_space();
+    disk.daemon.restart().await;
+    for id in &acked {
+        disk.daemon.wait_for_state(id, "delivered", SHORT).await;
+    }
+    disk.daemon.submit(json!({"url": receiver.url("/after"), "payload": 1})).await;
+}
+
+/// Once space is freed, submissions are accepted again without a restart:
+/// the reserve kept sled from ever failing a write.
+#[tokio::test(flavor = "multi_thread")]
 async fn submissions_are_accepted_again_once_space_is_freed() {
     let Some(disk) = SmallDisk::start("submissions_are_accepted_again").await else { return };
     disk.fill("http://127.0.0.1:9/x", now_ms() + 3_600_000).await;
@@ -150,28 +189,30 @@ async fn submissions_are_accepted_again_once_space_is_freed() {
     assert_eq!(status, 200, "{health}");
 }
 
-/// Deliveries stored before the disk filled up still go out while it is
-/// full, and once space is freed their outcomes are recorded. Today,
-/// depending on which of sled's two failures hit (see above), the
-/// dispatcher's reads fail and it drops each due delivery from the wheel
-/// ("cannot read a due delivery; skipping it") until a restart, or the
-/// attempts are made and their outcome commits wait forever.
+/// Deliveries stored before the disk filled up go out while it is full,
+/// and their outcomes are recorded in the reserve, before any space is
+/// freed. (Each outcome rewrites its whole 40 kB record, so the reserve
+/// is sized to hold them.)
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: on a full disk sled fails every read or hangs the next flush, so due deliveries are neither sent nor recorded until a restart"]
 async fn stored_deliveries_go_out_and_are_recorded_across_a_full_disk() {
-    let Some(disk) = SmallDisk::start_sized("stored_deliveries_go_out", 6, 2 << 20).await else {
+    let Some(disk) = SmallDisk::start_sized("stored_deliveries_go_out", 6, 2 << 20, 3).await else {
         return;
     };
     let receiver = Receiver::start().await;
     let due = now_ms() + 3000;
-    let (acked, _, _) = disk.fill(&receiver.url("/due"), due).await;
+    let (acked, status, _) = disk.fill(&receiver.url("/due"), due).await;
+    assert_eq!(status, 507);
     assert!(now_ms() < due, "the disk filled up too slowly for this test");
 
     receiver.wait_for_hits("/due", acked.len(), Duration::from_secs(8)).await;
-    disk.free_space();
     for id in &acked {
         disk.daemon.wait_for_state(id, "delivered", SHORT).await;
     }
+    let (status, refusal) = disk
+        .daemon
+        .request("POST", "/v1/deliveries", Some(json!({"url": receiver.url("/x"), "payload": 1})))
+        .await;
+    assert_eq!(status, 507, "the disk is still full: {refusal}");
 }
 
 /// A data dir that cannot be used ends `hookd serve` with one clear line
@@ -351,12 +392,11 @@ async fn emptied_log_is_refused_not_opened_empty() {
 }
 
 /// Damage inside the log or a blob is refused, not silently rolled back
-/// to an older state that lacks acknowledged deliveries. Today sled
-/// recovers such a log as it would a torn tail after a crash: it stops at
-/// the first bad record (or a blob failing its crc) and drops everything
-/// after it, and hookd starts with fewer deliveries and no warning.
+/// to an older state that lacks acknowledged deliveries. sled recovers
+/// such a log as it would a torn tail after a crash (it stops at the
+/// first bad record, or a blob failing its crc); the witness file beside
+/// the database remembers a later round, so hookd refuses to start.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "BUG: damage inside the sled log rolls back silently, losing acknowledged deliveries"]
 async fn damage_inside_the_log_is_refused_not_rolled_back() {
     let cases: Vec<Damage> = vec![
         ("log cut in half", |db| {

@@ -529,14 +529,20 @@ fn in_flight(id: DeliveryId) -> ApiError {
 }
 
 fn storage(error: StoreError) -> ApiError {
-    warn!(%error, "store error while serving the API");
     if error.is_storage_full() {
+        // The writer logs when the disk fills up and when it has room again.
+        debug!(%error, "submission refused: storage full");
+        let cause = match error {
+            StoreError::LowSpace { .. } => error.to_string(),
+            _ => "the data dir's disk is full".to_owned(),
+        };
         return ApiError::new(
             507,
             "storage_full",
-            "the data dir's disk is full; nothing was stored. Free space and submit again",
+            format!("{cause}; nothing was stored. Free space and submit again"),
         );
     }
+    warn!(%error, "store error while serving the API");
     ApiError::new(503, "storage_error", format!("the store failed, nothing was changed: {error}"))
 }
 

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::debug;
 
 use crate::clock::UnixMs;
@@ -41,6 +41,8 @@ use crate::id::DeliveryId;
 use crate::record::{self, CodecError, Delivery, State};
 
 mod keys;
+mod space;
+mod witness;
 mod writer;
 
 /// The longest a commit may take before its caller is told it failed.
@@ -54,6 +56,23 @@ const STORE_FORMAT: u8 = 1;
 pub struct DueKey {
     pub due: UnixMs,
     pub id: DeliveryId,
+}
+
+/// How the store is opened.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    /// Bound on sled's page cache (its own default is 1 GiB).
+    pub cache_capacity_bytes: u64,
+    /// New deliveries are refused (`storage_full`) rather than take the
+    /// data dir's disk below this many free bytes; 0 turns that off.
+    pub min_free_bytes: u64,
+}
+
+impl StoreOptions {
+    /// Small settings for tests: a 1 MiB cache, no free-space reserve.
+    pub fn small() -> StoreOptions {
+        StoreOptions { cache_capacity_bytes: 1 << 20, min_free_bytes: 0 }
+    }
 }
 
 /// How many deliveries are in each state, kept exact by the writer.
@@ -117,6 +136,16 @@ pub enum StoreError {
         "the database in {path} is damaged: its files hold data, but not hookd's layout marker; restore it from a backup, or move it away to start empty"
     )]
     Damaged { path: PathBuf },
+    #[error(
+        "the database in {path} has reached write round {reached}, but round {witnessed} was flushed before: sled cut its log short at damage, and acknowledged deliveries may be missing; restore it from a backup, or move it away to start empty"
+    )]
+    RolledBack { path: PathBuf, reached: u64, witnessed: u64 },
+    #[error(
+        "the data dir's disk has {} MiB free, and new deliveries must leave {} MiB (storage.min_free_mb)",
+        free >> 20,
+        min_free >> 20
+    )]
+    LowSpace { free: u64, min_free: u64 },
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
     #[error("delivery {id}: {source}")]
@@ -139,6 +168,7 @@ impl StoreError {
     pub fn is_storage_full(&self) -> bool {
         match self {
             StoreError::Write(inner) => inner.is_storage_full(),
+            StoreError::LowSpace { .. } => true,
             StoreError::Sled(sled::Error::Io(io))
             | StoreError::Open { source: sled::Error::Io(io), .. }
             | StoreError::DataDir { source: io, .. } => {
@@ -157,6 +187,9 @@ pub struct Store {
 
 struct Inner {
     tree: sled::Db,
+    /// Set once, when a write or flush failed or stalled: sled does not
+    /// recover from that in process (see [`Store::failed`]).
+    failure: Arc<watch::Sender<Option<String>>>,
     /// Where commits go; the writer thread holds the receiving end and ends
     /// when this is dropped. `None` only while the store is closing.
     jobs: Option<mpsc::Sender<Job>>,
@@ -181,35 +214,51 @@ struct AtomicCounts([AtomicU64; 5]);
 impl Store {
     /// Opens (or creates) the store in `data_dir`.
     ///
-    /// `cache_capacity_bytes` bounds sled's page cache (its default is 1 GiB).
-    pub fn open(data_dir: &Path, cache_capacity_bytes: u64) -> Result<Store, StoreError> {
+    /// Refuses a database that is damaged in a way hookd can see: one
+    /// without its layout marker although a store existed here, or one
+    /// that has fallen behind the round its [`witness`] recorded.
+    pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         let lock = lock_data_dir(data_dir)?;
 
         let db_path = data_dir.join("db");
-        let marker = data_dir.join(MARKER_FILE);
-        let had_data = marker.exists()
+        let witness_path = data_dir.join(witness::FILE);
+        let witnessed = witness::read(&witness_path)
+            .map_err(|source| StoreError::DataDir { path: witness_path.clone(), source })?;
+        let had_data = witnessed.is_some()
             || std::fs::metadata(db_path.join("db")).is_ok_and(|file| file.len() > 0);
         let tree = sled::Config::new()
             .path(&db_path)
-            .cache_capacity(cache_capacity_bytes)
+            .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(None)
             .open()
             .map_err(|source| StoreError::Open { path: db_path.clone(), source })?;
 
         check_layout(&tree, &db_path, had_data)?;
-        write_marker(&marker)
-            .map_err(|source| StoreError::DataDir { path: marker.clone(), source })?;
-        let counts = Arc::new(AtomicCounts::load(&tree)?);
-        let sequence = match tree.get(keys::meta(b"sequence"))? {
-            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        };
+        let round = read_u64(&tree, b"round")?;
+        let witnessed_round = witnessed.map_or(0, |witnessed| witnessed.round);
+        if round < witnessed_round {
+            return Err(StoreError::RolledBack {
+                path: db_path,
+                reached: round,
+                witnessed: witnessed_round,
+            });
+        }
+        let current = witness::Witnessed { layout: STORE_FORMAT, round };
+        witness::write(&witness_path, current)
+            .map_err(|source| StoreError::DataDir { path: witness_path.clone(), source })?;
 
+        let counts = Arc::new(AtomicCounts::load(&tree)?);
+        let sequence = read_u64(&tree, b"sequence")?;
+        let failure = Arc::new(watch::Sender::new(None));
         let (jobs, receiver) = mpsc::channel();
         let writer = writer::Writer {
             tree: tree.clone(),
             counts: counts.clone(),
             sequence: Arc::new(AtomicU64::new(sequence)),
+            round,
+            witness: witness::Witness::new(witness_path, STORE_FORMAT, round),
+            reserve: space::Reserve::new(data_dir.to_owned(), options.min_free_bytes),
+            failure: failure.clone(),
         };
         let writer = thread::Builder::new()
             .name("hookd-store-writer".into())
@@ -219,12 +268,28 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 tree,
+                failure,
                 jobs: Some(jobs),
                 writer: Some(writer),
                 counts,
                 _lock: lock,
             }),
         })
+    }
+
+    /// Resolves, with the cause, once the store has failed: a write or
+    /// flush returned an error, or a commit stalled past
+    /// [`COMMIT_DEADLINE`]. sled 0.34 does not come back from that in the
+    /// same process (a sticky error or a flush that never returns), so the
+    /// daemon's answer is to exit and be restarted; everything acknowledged
+    /// is on disk.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.inner.failure.subscribe();
+        let cause = failure.wait_for(Option::is_some).await.ok().and_then(|cause| cause.clone());
+        match cause {
+            Some(cause) => cause,
+            None => std::future::pending().await,
+        }
     }
 
     /// Applies `changes` atomically and returns once they are on disk.
@@ -239,7 +304,13 @@ impl Store {
         jobs.send(Job { changes, done }).map_err(|_| StoreError::WriterGone)?;
         match tokio::time::timeout(COMMIT_DEADLINE, wait).await {
             Ok(answer) => answer.map_err(|_| StoreError::WriterGone)?,
-            Err(_) => Err(StoreError::Stalled),
+            Err(_) => {
+                self.inner.failure.send_if_modified(|failure| {
+                    failure.get_or_insert_with(|| StoreError::Stalled.to_string());
+                    true
+                });
+                Err(StoreError::Stalled)
+            }
         }
     }
 
@@ -405,26 +476,12 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, StoreError> {
     }
 }
 
-/// A file beside the database, written (and synced) once the database has
-/// its layout byte. sled opens an emptied or removed log as a new, empty
-/// database; the marker says that a store existed here, so that case is
-/// refused as damage instead.
-const MARKER_FILE: &str = "hookd-store";
-
-fn write_marker(path: &Path) -> io::Result<()> {
-    if path.exists() {
-        return Ok(());
-    }
-    let file = File::create(path)?;
-    std::io::Write::write_all(
-        &mut &file,
-        format!("hookd store layout {STORE_FORMAT}\n").as_bytes(),
-    )?;
-    file.sync_all()?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+/// A big-endian counter kept under a metadata key; 0 when absent.
+fn read_u64(tree: &sled::Db, name: &[u8]) -> Result<u64, StoreError> {
+    Ok(match tree.get(keys::meta(name))? {
+        Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
+        None => 0,
+    })
 }
 
 /// Writes the layout byte into a new store, or checks it in an old one.
@@ -545,7 +602,7 @@ mod tests {
     #[tokio::test]
     async fn deliveries_of_one_key_wait_for_the_first_and_are_promoted_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::small()).unwrap();
         let [a, b, c] = [0, 1, 2].map(|_| delivery(Some("task-1"), 100));
         let other = delivery(Some("task-2"), 100);
 
@@ -570,7 +627,7 @@ mod tests {
     #[tokio::test]
     async fn cancelling_a_waiting_delivery_keeps_the_first_and_skips_it_later() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::small()).unwrap();
         let [a, b, c] = [0, 1, 2].map(|_| delivery(Some("k"), 100));
         store.commit(vec![insert(&a), insert(&b), insert(&c)]).await.unwrap();
 
@@ -591,7 +648,7 @@ mod tests {
     #[tokio::test]
     async fn a_taken_idempotency_key_writes_nothing_and_names_the_first() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::small()).unwrap();
         let mut first = delivery(None, 100);
         first.idempotency_key = Some("req-1".into());
         let mut second = delivery(None, 100);
@@ -613,10 +670,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let [a, b] = [0, 1].map(|_| delivery(Some("k"), 100));
         {
-            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let store = Store::open(dir.path(), &StoreOptions::small()).unwrap();
             store.commit(vec![insert(&a), insert(&b)]).await.unwrap();
         }
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::small()).unwrap();
         let c = delivery(Some("k"), 100);
         store.commit(vec![insert(&c)]).await.unwrap();
 
@@ -628,8 +685,8 @@ mod tests {
     #[test]
     fn a_second_open_of_the_same_dir_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Store::open(dir.path(), 1 << 20).unwrap();
-        let error = Store::open(dir.path(), 1 << 20).err().unwrap();
+        let _first = Store::open(dir.path(), &StoreOptions::small()).unwrap();
+        let error = Store::open(dir.path(), &StoreOptions::small()).err().unwrap();
         assert!(matches!(error, StoreError::InUse { .. }), "{error}");
     }
 }

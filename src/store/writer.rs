@@ -12,14 +12,21 @@
 //!   the key is *promoted*: it gets its due time in the same batch;
 //! - an insert whose idempotency key is taken writes nothing and names the
 //!   delivery that has it;
-//! - the state counters and the queue sequence move with each change.
+//! - the state counters and the queue sequence move with each change;
+//! - every round carries its number, and the [`witness`](super::witness)
+//!   learns the numbers of flushed rounds;
+//! - new deliveries that would take the disk below the free-space reserve
+//!   are refused before anything is written ([`space`](super::space)).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, atomic::AtomicU64, atomic::Ordering};
 
+use tokio::sync::watch;
 use tracing::{debug, error};
 
+use super::space::{self, Reserve};
+use super::witness::Witness;
 use super::{AtomicCounts, Change, Committed, DueKey, Job, Outcome, StoreError, keys, state_index};
 use crate::clock;
 use crate::id::DeliveryId;
@@ -33,10 +40,16 @@ pub(super) struct Writer {
     pub counts: Arc<AtomicCounts>,
     /// The last queue sequence number handed out; persisted with each round.
     pub sequence: Arc<AtomicU64>,
+    /// The number of the last round flushed; persisted with each round.
+    pub round: u64,
+    pub witness: Witness,
+    pub reserve: Reserve,
+    /// Told the cause when a write fails: sled will not recover in process.
+    pub failure: Arc<watch::Sender<Option<String>>>,
 }
 
 impl Writer {
-    pub fn run(self, jobs: mpsc::Receiver<Job>) {
+    pub fn run(mut self, jobs: mpsc::Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
             let mut round = vec![first];
             while round.len() < MAX_JOBS_PER_ROUND {
@@ -46,6 +59,11 @@ impl Writer {
                 }
             }
 
+            let mut round = self.refuse_what_does_not_fit(round);
+            if round.is_empty() {
+                continue;
+            }
+
             let changes: Vec<Vec<Change>> =
                 round.iter_mut().map(|job| std::mem::take(&mut job.changes)).collect();
             match self.apply(changes) {
@@ -53,9 +71,16 @@ impl Writer {
                     for (job, answer) in round.into_iter().zip(answers) {
                         let _ = job.done.send(Ok(answer));
                     }
+                    self.witness.flushed(self.round, false);
                 }
                 Err(error) => {
                     error!(%error, jobs = round.len(), "store write failed");
+                    if matches!(error, StoreError::Sled(_)) {
+                        self.failure.send_if_modified(|failure| {
+                            failure.get_or_insert_with(|| error.to_string());
+                            true
+                        });
+                    }
                     let error = Arc::new(error);
                     for job in round {
                         let _ = job.done.send(Err(StoreError::Write(error.clone())));
@@ -63,11 +88,41 @@ impl Writer {
                 }
             }
         }
-        debug!("store writer stopped");
+
+        self.witness.flushed(self.round, true);
+        debug!(round = self.round, "store writer stopped");
+    }
+
+    /// Answers the jobs that insert new deliveries with
+    /// [`StoreError::LowSpace`] when the round's new deliveries would take
+    /// the disk below the reserve; returns the jobs that go ahead.
+    fn refuse_what_does_not_fit(&mut self, round: Vec<Job>) -> Vec<Job> {
+        let (mut payload_bytes, mut deliveries) = (0u64, 0u64);
+        for change in round.iter().flat_map(|job| &job.changes) {
+            if let Change::Insert { delivery, .. } = change {
+                payload_bytes += delivery.payload.len() as u64;
+                deliveries += 1;
+            }
+        }
+        if deliveries == 0 {
+            return round;
+        }
+
+        let Err(free) = self.reserve.admit(space::estimate(payload_bytes, deliveries)) else {
+            return round;
+        };
+        let min_free = self.reserve.min_free();
+        let (refused, admitted): (Vec<Job>, Vec<Job>) = round.into_iter().partition(|job| {
+            job.changes.iter().any(|change| matches!(change, Change::Insert { .. }))
+        });
+        for job in refused {
+            let _ = job.done.send(Err(StoreError::LowSpace { free, min_free }));
+        }
+        admitted
     }
 
     /// One round: apply, write one batch, flush; then publish the counters.
-    fn apply(&self, jobs: Vec<Vec<Change>>) -> Result<Vec<Committed>, StoreError> {
+    fn apply(&mut self, jobs: Vec<Vec<Change>>) -> Result<Vec<Committed>, StoreError> {
         let mut round = Round {
             overlay: Overlay::new(&self.tree),
             delta: [0; 5],
@@ -89,6 +144,8 @@ impl Writer {
         let counts = self.counts.moved_by(&round.delta);
         round.overlay.put(keys::meta(b"counts"), counts.to_bytes());
         round.overlay.put(keys::meta(b"sequence"), round.sequence.to_be_bytes().to_vec());
+        let number = self.round + 1;
+        round.overlay.put(keys::meta(b"round"), number.to_be_bytes().to_vec());
         self.tree.apply_batch(round.overlay.into_batch())?;
         crate::crash::point("store.before_flush");
 
@@ -97,6 +154,7 @@ impl Writer {
         self.counts.store(&counts);
         self.sequence.store(round.sequence, Ordering::Relaxed);
         self.tree.flush()?;
+        self.round = number;
         Ok(answers)
     }
 }

@@ -31,6 +31,7 @@ pub struct Config {
     delivery: Vec<String>,
     limits: Vec<String>,
     retention: Vec<String>,
+    storage: Vec<String>,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             delivery: Vec::new(),
             limits: Vec::new(),
             retention: Vec::new(),
+            storage: Vec::new(),
         }
     }
 }
@@ -70,6 +72,12 @@ impl Config {
         self
     }
 
+    /// A line of `[storage]`, for example `min_free_mb = 2`.
+    pub fn storage(mut self, line: &str) -> Config {
+        self.storage.push(line.to_owned());
+        self
+    }
+
     /// Keeps the production default: internal destinations are refused.
     pub fn deny_private_networks(mut self) -> Config {
         self.allow_private_networks = false;
@@ -87,6 +95,8 @@ impl Config {
         self.limits.iter().for_each(|line| text.push_str(&format!("{line}\n")));
         text.push_str("\n[retention]\n");
         self.retention.iter().for_each(|line| text.push_str(&format!("{line}\n")));
+        text.push_str("\n[storage]\n");
+        self.storage.iter().for_each(|line| text.push_str(&format!("{line}\n")));
         text
     }
 }
