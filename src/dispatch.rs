@@ -9,7 +9,11 @@
 //!    global slot and cannot starve the other hosts;
 //! 2. takes the delivery's [claim](crate::claims) and re-reads the record:
 //!    a delivery cancelled meanwhile is skipped;
-//! 3. makes the attempt through [`Sender`];
+//! 3. makes the attempt through [`Sender`]. Both slots are kept until the
+//!    outcome is on disk: giving the host slot back when the exchange ends
+//!    let a timed-out attempt's connection still be open while the next
+//!    one to that host started (so a host got more than its slots), and
+//!    gained no measurable speed (BENCHMARKS.md);
 //! 4. asks [`schedule::decide`] what comes next, commits the attempt and the
 //!    new state in one durable write, and only then tells the wheel the next
 //!    due time. A crash before the commit costs a repeated attempt, never a
@@ -23,12 +27,13 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{debug, error, warn};
 
 use crate::attempt::{AttemptReport, Sender};
 use crate::claims::Claims;
 use crate::clock;
 use crate::config::DeliverySettings;
+use crate::id::DeliveryId;
 use crate::metrics::Metrics;
 use crate::record::{Attempt, Delivery, State};
 use crate::schedule::{self, Next};
@@ -136,10 +141,7 @@ impl Dispatcher {
             }
         };
 
-        let attempt_number = delivery.attempts.len() as u32 + 1;
-        let span =
-            info_span!("attempt", delivery_id = %key.id, attempt = attempt_number, host = %host);
-        let next = self.attempt(delivery, key.due).instrument(span).await;
+        let next = self.attempt(delivery, key.due, &host).await;
 
         drop(claim);
         drop(slots);
@@ -148,7 +150,12 @@ impl Dispatcher {
     }
 
     /// Makes the attempt and stores its outcome; returns the next due key.
-    async fn attempt(&self, mut delivery: Delivery, due: clock::UnixMs) -> Option<DueKey> {
+    async fn attempt(
+        &self,
+        mut delivery: Delivery,
+        due: clock::UnixMs,
+        host: &str,
+    ) -> Option<DueKey> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let report = self.sender.send(&delivery).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -173,7 +180,7 @@ impl Dispatcher {
             ended_at,
         );
         apply(&mut delivery, next, ended_at);
-        log_outcome(&report, next, ended_at);
+        log_outcome(&Logged { id: delivery.id, attempt: number, host }, &report, next, ended_at);
         match next {
             Next::Delivered => self.metrics.finished("delivered"),
             Next::Dead(_) => self.metrics.finished("dead"),
@@ -278,22 +285,45 @@ fn apply(delivery: &mut Delivery, next: Next, now: clock::UnixMs) {
     }
 }
 
-/// One event per attempt: delivered at info, a retry at warn, dead at error.
-fn log_outcome(report: &AttemptReport, next: Next, now: clock::UnixMs) {
+/// Which attempt an outcome event is about.
+struct Logged<'a> {
+    id: DeliveryId,
+    attempt: u32,
+    host: &'a str,
+}
+
+/// One event per attempt: delivered at debug, a retry at warn, dead at
+/// error, each with the delivery id, attempt number and host as fields.
+///
+/// Success is not logged at info on purpose: at thousands of deliveries
+/// a second an info line each cost about a third of the CPU per delivery
+/// (BENCHMARKS.md), and journald's default rate limit (10,000 lines per
+/// 30 s) would drop them anyway. Counts of successes are in `/metrics`
+/// and `/v1/stats`.
+fn log_outcome(about: &Logged, report: &AttemptReport, next: Next, now: clock::UnixMs) {
+    let Logged { id, attempt, host } = about;
     let elapsed_ms = report.duration.as_millis() as u64;
     let status = report.status;
     let error = report.error.as_deref();
     match next {
-        Next::Delivered => info!(status, elapsed_ms, "delivered"),
+        Next::Delivered => {
+            debug!(delivery_id = %id, attempt, host, status, elapsed_ms, "delivered")
+        }
         Next::Retry { at } => {
             let retry_in_ms = at.saturating_sub(now);
-            warn!(status, error, elapsed_ms, retry_in_ms, "attempt failed; retry scheduled")
+            warn!(
+                delivery_id = %id, attempt, host, status, error, elapsed_ms, retry_in_ms,
+                "attempt failed; retry scheduled"
+            )
         }
         Next::Dead(reason) => {
-            error!(status, error, elapsed_ms, reason = reason.as_str(), "delivery is dead")
+            error!(
+                delivery_id = %id, attempt, host, status, error, elapsed_ms,
+                reason = reason.as_str(), "delivery is dead"
+            )
         }
     }
-    debug!(excerpt = report.excerpt.as_deref(), "response body");
+    debug!(delivery_id = %id, excerpt = report.excerpt.as_deref(), "response body");
 }
 
 /// `scheme://host:port`, the unit of `max_in_flight_per_host`.

@@ -282,7 +282,8 @@ fn hookd_command() -> Command {
     ] {
         command.env_remove(name);
     }
-    command.env("HOOKD_LOG", LOG_FILTER).env("NO_COLOR", "1");
+    let filter = std::env::var("LOAD_HOOKD_LOG").unwrap_or_else(|_| LOG_FILTER.to_owned());
+    command.env("HOOKD_LOG", filter).env("NO_COLOR", "1");
     command
 }
 

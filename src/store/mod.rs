@@ -71,7 +71,13 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// Small settings for tests: a 1 MiB cache, no free-space reserve.
     pub fn small() -> StoreOptions {
-        StoreOptions { cache_capacity_bytes: 1 << 20, min_free_bytes: 0 }
+        StoreOptions::small_with_cache(1 << 20)
+    }
+
+    /// No free-space reserve and a cache of `cache_capacity_bytes`, for
+    /// tests and benchmarks.
+    pub fn small_with_cache(cache_capacity_bytes: u64) -> StoreOptions {
+        StoreOptions { cache_capacity_bytes, min_free_bytes: 0 }
     }
 }
 
