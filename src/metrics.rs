@@ -65,6 +65,11 @@ pub struct Metrics {
     dead: Gauge,
     due_now: Gauge,
     store_bytes: Gauge<u64, AtomicU64>,
+    store_flushes: Counter,
+    store_commits: Counter,
+    /// Serialises scrapes: the store counters are brought up to date by
+    /// adding what changed since the last scrape.
+    scrape: std::sync::Mutex<()>,
     /// The last minute's submissions, deliveries and failed attempts.
     pub recent: Recent,
 }
@@ -76,6 +81,8 @@ pub struct Snapshot {
     /// Pending deliveries whose due time has passed (capped by the caller).
     pub due_now: u64,
     pub store_bytes: u64,
+    /// [`crate::store::Store::activity`]: rounds flushed, commits carried.
+    pub store_activity: (u64, u64),
 }
 
 impl Default for Metrics {
@@ -99,6 +106,8 @@ impl Metrics {
         let dead = Gauge::default();
         let due_now = Gauge::default();
         let store_bytes = Gauge::<u64, AtomicU64>::default();
+        let store_flushes = Counter::default();
+        let store_commits = Counter::default();
 
         registry.register("submissions", "Deliveries accepted (stored)", submissions.clone());
         registry.register("attempts", "Attempts by outcome", attempts.clone());
@@ -122,6 +131,16 @@ impl Metrics {
         registry.register("dead", "Deliveries kept as dead", dead.clone());
         registry.register("due_now", "Pending deliveries already due", due_now.clone());
         registry.register("store_size_bytes", "Size of the database on disk", store_bytes.clone());
+        registry.register(
+            "store_flushes",
+            "Durable writes of the store, one fsync each",
+            store_flushes.clone(),
+        );
+        registry.register(
+            "store_commits",
+            "Commits those writes carried (per flush: the group-commit factor)",
+            store_commits.clone(),
+        );
 
         // Every label value exists from the start, so a scrape shows zeros
         // rather than missing series.
@@ -151,6 +170,9 @@ impl Metrics {
             dead,
             due_now,
             store_bytes,
+            store_flushes,
+            store_commits,
+            scrape: std::sync::Mutex::new(()),
             recent: Recent::default(),
         }
     }
@@ -179,6 +201,10 @@ impl Metrics {
 
     /// The text exposition, with the gauges set from `snapshot`.
     pub fn render(&self, snapshot: Snapshot) -> String {
+        let _one_scrape = self.scrape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (flushes, commits) = snapshot.store_activity;
+        self.store_flushes.inc_by(flushes.saturating_sub(self.store_flushes.get()));
+        self.store_commits.inc_by(commits.saturating_sub(self.store_commits.get()));
         self.pending.set(snapshot.counts.pending as i64);
         self.dead.set(snapshot.counts.dead as i64);
         self.in_flight.set(snapshot.in_flight as i64);

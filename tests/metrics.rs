@@ -61,6 +61,13 @@ async fn metrics_pass_a_strict_openmetrics_parser_and_move_with_the_work() {
     assert_eq!(value("hookd_pending"), 0.0);
     assert_eq!(value("hookd_dead"), 1.0);
     assert!(value("hookd_store_size_bytes") > 0.0);
+
+    // Three submissions and four recorded attempts are seven commits; each
+    // flush carries at least one of them.
+    let (flushes, commits) =
+        (value("hookd_store_flushes_total"), value("hookd_store_commits_total"));
+    assert!(commits >= 7.0, "{commits} commits");
+    assert!((1.0..=commits).contains(&flushes), "{flushes} flushes for {commits} commits");
 }
 
 /// Scrapes `/metrics` and returns the parser's samples.

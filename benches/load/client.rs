@@ -163,6 +163,25 @@ impl Api {
         serde_json::from_slice(&reply.body).context("parse /v1/stats")
     }
 
+    /// The value of one unlabelled sample in `GET /metrics`, for example
+    /// `hookd_store_flushes_total`.
+    pub async fn metric(&mut self, name: &str) -> anyhow::Result<f64> {
+        let reply = self.get("/metrics").await?;
+        if reply.status != 200 {
+            bail!("GET /metrics answered {}", reply.status);
+        }
+        let text = String::from_utf8_lossy(&reply.body);
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .with_context(|| format!("no {name} sample in /metrics"))
+    }
+
+    /// Rounds the store flushed and commits they carried, so far.
+    pub async fn store_activity(&mut self) -> anyhow::Result<(f64, f64)> {
+        let flushes = self.metric("hookd_store_flushes_total").await?;
+        Ok((flushes, self.metric("hookd_store_commits_total").await?))
+    }
+
     /// Whether `GET /v1/health` answers 200 on a fresh connection within a
     /// short time: the readiness probe.
     pub async fn probe_health(socket: &Path) -> bool {

@@ -95,8 +95,11 @@ async fn measure(
     let cpu_before = cpu_time(pid)?;
     let deadline = Instant::now() + plan.drain_deadline(size);
     let mut api = Api::new(daemon.socket());
+    let activity_before = api.store_activity().await?;
     let (stats, stats_ms) = wait_stats_delivered(&mut api, size as u64, deadline).await?;
     let cpu = cpu_time(pid)? - cpu_before;
+    let activity = api.store_activity().await?;
+    let per_flush = (activity.1 - activity_before.1) / (activity.0 - activity_before.0).max(1.0);
     receiver.wait_delivered(size as u64, deadline).await?;
 
     // Everything accepted arrived, once, and nothing else is left.
@@ -116,6 +119,7 @@ async fn measure(
         key.figure("cpu_per_delivery", cpu_us, "µs CPU"),
         key.figure("repeats", arrived.repeats as f64, "requests"),
         key.figure("connections", receiver.connections() as f64, "TCP connections"),
+        key.figure("commits_per_flush", per_flush, "commits/flush"),
     ];
 
     let late = if overran {
@@ -125,7 +129,8 @@ async fn measure(
     };
     let progress = format!(
         "{} deliveries/s at the receiver ({receiver_s:.2} s), {} by /v1/stats ({stats_s:.2} s), \
-         {cpu_us:.0} µs CPU per delivery, {} repeats, {} TCP connections{late}",
+         {cpu_us:.0} µs CPU per delivery, {per_flush:.1} commits per flush, {} repeats, \
+         {} TCP connections{late}",
         number(receiver_rate),
         number(stats_rate),
         arrived.repeats,

@@ -63,6 +63,8 @@ async fn measure(
         Shape::Batched => (plan.batched_total, BATCH_SIZE, BATCH_CONNECTIONS, plan.batched_budget),
     };
     let url = receiver.url();
+    let mut api = Api::new(daemon.socket());
+    let before = api.store_activity().await?;
     let submitted = submit(Submission {
         socket: daemon.socket(),
         url: &url,
@@ -79,7 +81,10 @@ async fn measure(
     if submitted.errors > 0 || submitted.accepted == 0 {
         submitted.ensure_all(total)?;
     }
-    let stats = Api::new(daemon.socket()).stats().await?;
+    let after = api.store_activity().await?;
+    let flushes = after.0 - before.0;
+    let per_flush = (after.1 - before.1) / flushes.max(1.0);
+    let stats = api.stats().await?;
     expect_counts(&stats, 0, submitted.accepted as u64)?;
     if receiver.requests() > 0 {
         bail!("the receiver got {} requests for deliveries due in an hour", receiver.requests());
@@ -98,12 +103,15 @@ async fn measure(
         key.figure("submitted", submitted.accepted as f64, "deliveries"),
         key.figure("connections", connections as f64, "connections"),
         key.figure("batch_size", batch as f64, "deliveries/request"),
+        key.figure("flushes_per_s", flushes / submitted.elapsed.as_secs_f64(), "flushes/s")
+            .against(Against::Share(Limit::Fsync)),
+        key.figure("commits_per_flush", per_flush, "requests/flush"),
     ];
 
     let stopped = if submitted.accepted < total { ", stopped by the time budget" } else { "" };
     let progress = format!(
         "{} submissions/s ({} in {:.1} s over {connections} connections, {batch} per request{stopped}); \
-         latency p50 {p50:.2} ms, p99 {p99:.2} ms",
+         latency p50 {p50:.2} ms, p99 {p99:.2} ms; {per_flush:.1} requests per flush",
         number(rate),
         number(submitted.accepted as f64),
         submitted.elapsed.as_secs_f64(),

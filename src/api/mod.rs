@@ -464,6 +464,7 @@ impl Api {
             in_flight: self.dispatcher.in_flight(),
             due_now: due_now.len() as u64,
             store_bytes: self.store.size_on_disk().map_err(storage)?,
+            store_activity: self.store.activity(),
         });
 
         let mut response = Response::new(Full::new(Bytes::from(text)));

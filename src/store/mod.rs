@@ -193,6 +193,7 @@ pub struct Store {
 
 struct Inner {
     tree: sled::Db,
+    activity: Arc<Activity>,
     /// Set once, when a write or flush failed or stalled: sled does not
     /// recover from that in process (see [`Store::failed`]).
     failure: Arc<watch::Sender<Option<String>>>,
@@ -216,6 +217,16 @@ struct Job {
 
 #[derive(Default)]
 struct AtomicCounts([AtomicU64; 5]);
+
+/// How much the writer has done since the store was opened.
+#[derive(Default)]
+struct Activity {
+    /// Rounds written and flushed: one fsync each.
+    flushes: AtomicU64,
+    /// Commits those rounds carried; commits per flush is the group-commit
+    /// factor.
+    commits: AtomicU64,
+}
 
 impl Store {
     /// Opens (or creates) the store in `data_dir`.
@@ -256,6 +267,7 @@ impl Store {
         let counts = Arc::new(AtomicCounts::load(&tree)?);
         let sequence = read_u64(&tree, b"sequence")?;
         let failure = Arc::new(watch::Sender::new(None));
+        let activity = Arc::new(Activity::default());
         let (jobs, receiver) = mpsc::channel();
         let writer = writer::Writer {
             tree: tree.clone(),
@@ -265,6 +277,7 @@ impl Store {
             witness: witness::Witness::new(witness_path, STORE_FORMAT, round),
             reserve: space::Reserve::new(data_dir.to_owned(), options.min_free_bytes),
             failure: failure.clone(),
+            activity: activity.clone(),
         };
         let writer = thread::Builder::new()
             .name("hookd-store-writer".into())
@@ -274,6 +287,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 tree,
+                activity,
                 failure,
                 jobs: Some(jobs),
                 writer: Some(writer),
@@ -433,6 +447,12 @@ impl Store {
     /// How many deliveries are in each state.
     pub fn counts(&self) -> Counts {
         self.inner.counts.snapshot()
+    }
+
+    /// Rounds flushed and commits they carried, since the store opened.
+    pub fn activity(&self) -> (u64, u64) {
+        let activity = &self.inner.activity;
+        (activity.flushes.load(Ordering::Relaxed), activity.commits.load(Ordering::Relaxed))
     }
 
     /// Bytes the database takes on disk, as sled reports it.

@@ -27,7 +27,9 @@ use tracing::{debug, error};
 
 use super::space::{self, Reserve};
 use super::witness::Witness;
-use super::{AtomicCounts, Change, Committed, DueKey, Job, Outcome, StoreError, keys, state_index};
+use super::{
+    Activity, AtomicCounts, Change, Committed, DueKey, Job, Outcome, StoreError, keys, state_index,
+};
 use crate::clock;
 use crate::id::DeliveryId;
 use crate::record::{self, Delivery};
@@ -46,6 +48,7 @@ pub(super) struct Writer {
     pub reserve: Reserve,
     /// Told the cause when a write fails: sled will not recover in process.
     pub failure: Arc<watch::Sender<Option<String>>>,
+    pub activity: Arc<Activity>,
 }
 
 impl Writer {
@@ -68,6 +71,8 @@ impl Writer {
                 round.iter_mut().map(|job| std::mem::take(&mut job.changes)).collect();
             match self.apply(changes) {
                 Ok(answers) => {
+                    self.activity.flushes.fetch_add(1, Ordering::Relaxed);
+                    self.activity.commits.fetch_add(round.len() as u64, Ordering::Relaxed);
                     for (job, answer) in round.into_iter().zip(answers) {
                         let _ = job.done.send(Ok(answer));
                     }
