@@ -7,7 +7,8 @@
 //! - *raw sled*: one thread applying batches of B records (an ~800-byte
 //!   value and a due-index key each, as hookd writes them) and calling the
 //!   blocking `flush()` after each batch, the least any sled-based design
-//!   pays per durable record;
+//!   pays per durable record; and, to see where that goes, the same without
+//!   any flush, and with the record key alone;
 //! - *hookd's store*: `Store::commit` of new deliveries from C concurrent
 //!   committers, one delivery per commit (group commit makes the rounds),
 //!   and of batches of 1,000;
@@ -45,9 +46,15 @@ fn main() {
 
     for batch in [1, 64, 1000] {
         let count = if batch == 1 { records / 10 } else { records };
-        let (done, elapsed) = raw_sled(&base, count, batch);
+        let (done, elapsed) = raw_sled(&base, Raw { count, batch, flush: true, due_key: true });
         report(&format!("raw sled, batch {batch}, flush per batch"), done, elapsed);
     }
+    let (done, elapsed) =
+        raw_sled(&base, Raw { count: records, batch: 1000, flush: false, due_key: true });
+    report("raw sled, batch 1000, no flush at all", done, elapsed);
+    let (done, elapsed) =
+        raw_sled(&base, Raw { count: records, batch: 1000, flush: true, due_key: false });
+    report("raw sled, batch 1000, flush, record key only", done, elapsed);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     for committers in [1, 64] {
@@ -74,8 +81,19 @@ fn report(what: &str, done: usize, elapsed: Duration) {
     println!("{what:<52} {rate:>10.0} records/s  {micros:>7.2} µs/record  ({done} records)");
 }
 
-/// Raw sled: `count` records in batches of `batch`, a flush after each.
-fn raw_sled(base: &std::path::Path, count: usize, batch: usize) -> (usize, Duration) {
+/// One raw sled measurement.
+struct Raw {
+    count: usize,
+    batch: usize,
+    /// Call `flush()` after each batch.
+    flush: bool,
+    /// Write the due-index key beside each record.
+    due_key: bool,
+}
+
+/// Raw sled: `count` records in batches of `batch`.
+fn raw_sled(base: &std::path::Path, raw: Raw) -> (usize, Duration) {
+    let Raw { count, batch, flush, due_key } = raw;
     let dir = tempfile::tempdir_in(base).unwrap();
     let db = sled::Config::new()
         .path(dir.path())
@@ -93,14 +111,18 @@ fn raw_sled(base: &std::path::Path, count: usize, batch: usize) -> (usize, Durat
             let id = DeliveryId::generate().to_bytes();
             let mut record_key = vec![b'd'];
             record_key.extend_from_slice(&id);
-            let mut due_key = vec![b't'];
-            due_key.extend_from_slice(&(clock::now_ms() + 3_600_000).to_be_bytes());
-            due_key.extend_from_slice(&id);
+            let mut due = vec![b't'];
+            due.extend_from_slice(&(clock::now_ms() + 3_600_000).to_be_bytes());
+            due.extend_from_slice(&id);
             writes.insert(record_key, value.clone());
-            writes.insert(due_key, Vec::new());
+            if due_key {
+                writes.insert(due, Vec::new());
+            }
         }
         db.apply_batch(writes).unwrap();
-        db.flush().unwrap();
+        if flush {
+            db.flush().unwrap();
+        }
         done += batch;
     }
     (done, started.elapsed())

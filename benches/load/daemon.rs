@@ -7,6 +7,10 @@
 //! `GET /v1/health`, stops it with SIGTERM and a bounded wait, and can start
 //! it again on the same data dir (W5). Reading the process's CPU time and
 //! memory is left to `procfs`; talking to the API to `client`.
+//!
+//! Two environment variables change what runs, for comparisons:
+//! `LOAD_HOOKD_BIN` names another `hookd` binary (an older build), and
+//! `LOAD_HOOKD_LOG` another log filter than the production default `info`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -264,7 +268,7 @@ fn render_config(data_dir: &Path, socket: &Path, delivery_lines: &[String]) -> S
 /// caller's shell: no socket or systemd variables, no armed crash points,
 /// and a fixed log filter.
 fn hookd_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
+    let mut command = Command::new(hookd_binary());
     for name in [
         "HOOKD_SOCKET",
         "RUNTIME_DIRECTORY",
@@ -285,6 +289,13 @@ fn hookd_command() -> Command {
     let filter = std::env::var("LOAD_HOOKD_LOG").unwrap_or_else(|_| LOG_FILTER.to_owned());
     command.env("HOOKD_LOG", filter).env("NO_COLOR", "1");
     command
+}
+
+/// The daemon under test: this build's `hookd`, or `LOAD_HOOKD_BIN` to
+/// compare another build (an older commit, say) on the same workloads.
+pub fn hookd_binary() -> PathBuf {
+    std::env::var_os("LOAD_HOOKD_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_hookd").into(), PathBuf::from)
 }
 
 /// Where temp dirs go: cargo's target tmp dir when known (at run time or

@@ -95,11 +95,15 @@ async fn measure(
     let cpu_before = cpu_time(pid)?;
     let deadline = Instant::now() + plan.drain_deadline(size);
     let mut api = Api::new(daemon.socket());
-    let activity_before = api.store_activity().await?;
+    // An older build (LOAD_HOOKD_BIN) may not export the store counters.
+    let activity_before = api.store_activity().await.ok();
     let (stats, stats_ms) = wait_stats_delivered(&mut api, size as u64, deadline).await?;
     let cpu = cpu_time(pid)? - cpu_before;
-    let activity = api.store_activity().await?;
-    let per_flush = (activity.1 - activity_before.1) / (activity.0 - activity_before.0).max(1.0);
+    let activity = api.store_activity().await.ok();
+    let per_flush = match (activity_before, activity) {
+        (Some(before), Some(after)) => (after.1 - before.1) / (after.0 - before.0).max(1.0),
+        _ => f64::NAN,
+    };
     receiver.wait_delivered(size as u64, deadline).await?;
 
     // Everything accepted arrived, once, and nothing else is left.

@@ -72,7 +72,7 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
         Mode::Full => "full",
     };
     println!("hookd load tool, {mode}");
-    println!("daemon: {}", env!("CARGO_BIN_EXE_hookd"));
+    println!("daemon: {}", crate::daemon::hookd_binary().display());
     println!("data dirs under: {}", bench.base.display());
 
     let workloads = bench.options.workloads.clone();
