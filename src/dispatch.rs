@@ -296,9 +296,9 @@ struct Logged<'a> {
 /// error, each with the delivery id, attempt number and host as fields.
 ///
 /// Success is not logged at info on purpose: at thousands of deliveries
-/// a second an info line each cost about a third of the CPU per delivery
-/// (BENCHMARKS.md), and journald's default rate limit (10,000 lines per
-/// 30 s) would drop them anyway. Counts of successes are in `/metrics`
+/// a second an info line and a span each cost about a tenth of the CPU per
+/// delivery (BENCHMARKS.md), and journald's default rate limit (10,000
+/// lines per 30 s) would drop them anyway. Counts of successes are in `/metrics`
 /// and `/v1/stats`.
 fn log_outcome(about: &Logged, report: &AttemptReport, next: Next, now: clock::UnixMs) {
     let Logged { id, attempt, host } = about;
