@@ -59,10 +59,10 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     for committers in [1, 64] {
         let count = if committers == 1 { records / 10 } else { records };
-        let (done, elapsed) = runtime.block_on(store_singles(&base, count, committers));
+        let (done, elapsed) = runtime.block_on(store_inserts(&base, count, committers, 1));
         report(&format!("Store::commit, 1 per commit, {committers} committers"), done, elapsed);
     }
-    let (done, elapsed) = runtime.block_on(store_batches(&base, records, 1000));
+    let (done, elapsed) = runtime.block_on(store_inserts(&base, records, 4, 1000));
     report("Store::commit, 1000 per commit, 4 committers", done, elapsed);
     let (done, elapsed) = runtime.block_on(store_outcomes(&base, records, 32));
     report("outcomes: get + commit as delivered, 32 tasks", done, elapsed);
@@ -128,11 +128,13 @@ fn raw_sled(base: &std::path::Path, raw: Raw) -> (usize, Duration) {
     (done, started.elapsed())
 }
 
-/// `committers` tasks, each committing one new delivery at a time.
-async fn store_singles(
+/// `committers` tasks, each committing `per_commit` new deliveries at a
+/// time, `count` in all.
+async fn store_inserts(
     base: &std::path::Path,
     count: usize,
     committers: usize,
+    per_commit: usize,
 ) -> (usize, Duration) {
     let dir = tempfile::tempdir_in(base).unwrap();
     let store = Store::open(dir.path(), &StoreOptions::small_with_cache(64 << 20)).unwrap();
@@ -145,37 +147,9 @@ async fn store_singles(
             tokio::spawn(async move {
                 let mut done = 0;
                 while done < each && started.elapsed() < DEADLINE {
-                    store.commit(vec![insert(delivery())]).await.unwrap();
-                    done += 1;
-                }
-                done
-            })
-        })
-        .collect();
-    let mut done = 0;
-    for task in tasks {
-        done += task.await.unwrap();
-    }
-    (done, started.elapsed())
-}
-
-/// Four tasks committing `batch` new deliveries at a time.
-async fn store_batches(base: &std::path::Path, count: usize, batch: usize) -> (usize, Duration) {
-    let dir = tempfile::tempdir_in(base).unwrap();
-    let store =
-        Arc::new(Store::open(dir.path(), &StoreOptions::small_with_cache(64 << 20)).unwrap());
-    let each = count / 4;
-
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut done = 0;
-                while done < each && started.elapsed() < DEADLINE {
-                    let changes = (0..batch).map(|_| insert(delivery())).collect();
+                    let changes = (0..per_commit).map(|_| insert(delivery())).collect();
                     store.commit(changes).await.unwrap();
-                    done += batch;
+                    done += per_commit;
                 }
                 done
             })
