@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::attempt::{AttemptReport, Sender};
 use crate::claims::Claims;
@@ -292,14 +292,12 @@ struct Logged<'a> {
     host: &'a str,
 }
 
-/// One event per attempt: delivered at debug, a retry at warn, dead at
+/// One event per attempt: delivered at info, a retry at warn, dead at
 /// error, each with the delivery id, attempt number and host as fields.
 ///
-/// Success is not logged at info on purpose: at thousands of deliveries
-/// a second an info line and a span each cost about a tenth of the CPU per
-/// delivery (BENCHMARKS.md), and journald's default rate limit (10,000
-/// lines per 30 s) would drop them anyway. Counts of successes are in `/metrics`
-/// and `/v1/stats`.
+/// The ids are fields of the event, not of a span around the attempt: an
+/// info span per attempt cost about a tenth of the CPU per delivery, the
+/// event alone nothing measurable (BENCHMARKS.md).
 fn log_outcome(about: &Logged, report: &AttemptReport, next: Next, now: clock::UnixMs) {
     let Logged { id, attempt, host } = about;
     let elapsed_ms = report.duration.as_millis() as u64;
@@ -307,7 +305,7 @@ fn log_outcome(about: &Logged, report: &AttemptReport, next: Next, now: clock::U
     let error = report.error.as_deref();
     match next {
         Next::Delivered => {
-            debug!(delivery_id = %id, attempt, host, status, elapsed_ms, "delivered")
+            info!(delivery_id = %id, attempt, host, status, elapsed_ms, "delivered")
         }
         Next::Retry { at } => {
             let retry_in_ms = at.saturating_sub(now);
