@@ -35,13 +35,8 @@ const RETRY_DELAY_S: &str = "0.2";
 /// Runs W2 for every size, `--runs` times each.
 pub async fn run(bench: &mut Bench) {
     for size in bench.options.sizes.clone() {
-        for run in 1..=bench.options.runs {
-            let key = RunKey { workload: "W2", size: Some(size), run };
-            let result = run_once(bench, size, key).await;
-            if !bench.settle(key, result) {
-                break;
-            }
-        }
+        let key = |run| RunKey { workload: "W2", size: Some(size), run };
+        bench.repeat(key, async |bench, key| run_once(bench, size, key).await).await;
     }
 }
 

@@ -43,13 +43,8 @@ enum Shape {
 pub async fn run(bench: &mut Bench) {
     let count = bench.plan.lateness_count;
     for (shape, workload) in [(Shape::Spread, "W3a"), (Shape::Burst, "W3b")] {
-        for run in 1..=bench.options.runs {
-            let key = RunKey { workload, size: Some(count), run };
-            let result = run_once(bench, shape, key).await;
-            if !bench.settle(key, result) {
-                break;
-            }
-        }
+        let key = |run| RunKey { workload, size: Some(count), run };
+        bench.repeat(key, async |bench, key| run_once(bench, shape, key).await).await;
     }
 }
 

@@ -32,13 +32,8 @@ enum Shape {
 /// Runs W1a and W1b `--runs` times each.
 pub async fn run(bench: &mut Bench) {
     for (shape, workload) in [(Shape::Single, "W1a"), (Shape::Batched, "W1b")] {
-        for run in 1..=bench.options.runs {
-            let key = RunKey { workload, size: None, run };
-            let result = run_once(bench, shape, key).await;
-            if !bench.settle(key, result) {
-                break;
-            }
-        }
+        let key = |run| RunKey { workload, size: None, run };
+        bench.repeat(key, async |bench, key| run_once(bench, shape, key).await).await;
     }
 }
 

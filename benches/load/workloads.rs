@@ -100,6 +100,22 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
 }
 
 impl Bench {
+    /// Runs `once` `--runs` times, each under the key `key` makes of its run
+    /// number, settling each run; the first failed run ends the series.
+    pub async fn repeat(
+        &mut self,
+        key: impl Fn(u32) -> RunKey,
+        mut once: impl AsyncFnMut(&Bench, RunKey) -> anyhow::Result<Measured>,
+    ) {
+        for run in 1..=self.options.runs {
+            let key = key(run);
+            let result = once(self, key).await;
+            if !self.settle(key, result) {
+                break;
+            }
+        }
+    }
+
     /// Prints one run's progress line (or failure) and keeps its figures;
     /// returns whether the run succeeded.
     pub fn settle(&mut self, key: RunKey, result: anyhow::Result<Measured>) -> bool {
